@@ -1,0 +1,365 @@
+//! Configuration: one clap struct, every setting a flag and an environment variable.
+//!
+//! The old in-process helper's variables (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
+//! `REDIS_PASSWORD`, `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`) keep working;
+//! `REDIS_URL` wins over them when set. [`Config::validate`] checks what clap cannot, so a bad
+//! setting stops the process at start with a message naming it (exit code 2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Parses a human duration such as `5s`, `250ms` or `30d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (examples: 250ms, 5s, 2m, 30d)"))
+}
+
+/// Parses a byte size such as `1024`, `64KiB` or `4MiB`.
+fn parse_byte_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte size (examples: 1024, 64KiB, 4MiB)"))?;
+    let multiplier = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` (use B, KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting of the gateway. Flags and environment variables are equivalent; a flag wins.
+#[derive(Clone, Parser)]
+#[command(
+    name = "redis-gateway",
+    version,
+    about = "A gRPC gateway in front of Redis"
+)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis to use, as a URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
+    /// Wins over REDIS_HOST, REDIS_PORT and REDIS_DB when set.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis host, used when REDIS_URL is not set.
+    #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
+    pub redis_host: String,
+
+    /// Redis port, used when REDIS_URL is not set.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Redis logical database, used when REDIS_URL does not name one.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    pub redis_db: u8,
+
+    /// Redis ACL username (Redis 6+); used when REDIS_URL carries none.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Redis password; used when REDIS_URL carries none. Never logged.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// Number of Redis connections in the pool. Each connection pipelines many concurrent
+    /// calls, so a handful is enough for most loads.
+    #[arg(long, env = "REDIS_MAX_CONNECTIONS", default_value_t = 8)]
+    pub redis_max_connections: usize,
+
+    /// Retry idempotent reads once when Redis times out or the connection drops, within the
+    /// call's deadline. Writes that are not idempotent are never retried.
+    #[arg(long, env = "REDIS_RETRY_ON_TIMEOUT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_retry_on_timeout: bool,
+
+    /// How long to wait for a Redis connection to be established.
+    #[arg(long, env = "REDIS_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
+
+    /// Longest time one Redis command may take; a shorter gRPC deadline wins.
+    #[arg(long, env = "REDIS_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub redis_command_timeout: Duration,
+
+    /// Start and supervise a private redis-server on a free loopback port instead of using an
+    /// external Redis. Conflicts with REDIS_URL.
+    #[arg(long, env = "GATEWAY_EMBEDDED_REDIS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub embedded_redis: bool,
+
+    /// Where the embedded redis-server keeps its data (append-only file).
+    #[arg(
+        long,
+        env = "GATEWAY_EMBEDDED_REDIS_DIR",
+        default_value = ".redis-gateway/redis"
+    )]
+    pub embedded_redis_dir: PathBuf,
+
+    /// The redis-server program the embedded mode runs.
+    #[arg(long, env = "GATEWAY_REDIS_SERVER_BIN", default_value = "redis-server")]
+    pub redis_server_bin: PathBuf,
+
+    /// Largest key accepted, in bytes (e.g. 1024, 4KiB).
+    #[arg(long, env = "GATEWAY_MAX_KEY_BYTES", default_value = "1KiB", value_parser = parse_byte_size)]
+    pub max_key_bytes: usize,
+
+    /// Largest value accepted, in bytes (e.g. 512KiB, 4MiB).
+    #[arg(long, env = "GATEWAY_MAX_VALUE_BYTES", default_value = "4MiB", value_parser = parse_byte_size)]
+    pub max_value_bytes: usize,
+
+    /// Largest gRPC request message accepted, in bytes; bigger messages get RESOURCE_EXHAUSTED.
+    /// Must be larger than GATEWAY_MAX_VALUE_BYTES.
+    #[arg(long, env = "GATEWAY_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
+    pub max_request_bytes: usize,
+
+    /// Most keys, entries, fields or transaction steps in one call.
+    #[arg(long, env = "GATEWAY_MAX_BATCH_ITEMS", default_value_t = 1000)]
+    pub max_batch_items: usize,
+
+    /// Longest TTL accepted.
+    #[arg(long, env = "GATEWAY_MAX_TTL", default_value = "365d", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// How often the background probe pings Redis to drive the health status.
+    #[arg(long, env = "GATEWAY_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before the process exits.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log line format; the level filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that clap accepted but that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    /// The flag and environment variable at fault, e.g. `--redis-url / REDIS_URL`.
+    pub setting: &'static str,
+    /// What is wrong and what would be right.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings that depend on each other or that clap's types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.embedded_redis && self.redis_url.is_some() {
+            return Err(ConfigError::new(
+                "--embedded-redis / GATEWAY_EMBEDDED_REDIS",
+                "conflicts with REDIS_URL: use one or the other",
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            fred::types::config::Config::from_url(url).map_err(|err| {
+                ConfigError::new(
+                    "--redis-url / REDIS_URL",
+                    format!(
+                        "not a usable Redis URL ({}); expected redis://[user:password@]host:port/db",
+                        err.details()
+                    ),
+                )
+            })?;
+        }
+        if self.redis_port == 0 {
+            return Err(ConfigError::new(
+                "--redis-port / REDIS_PORT",
+                "must be between 1 and 65535",
+            ));
+        }
+        if !(1..=256).contains(&self.redis_max_connections) {
+            return Err(ConfigError::new(
+                "--redis-max-connections / REDIS_MAX_CONNECTIONS",
+                "must be between 1 and 256",
+            ));
+        }
+        let positive_durations = [
+            (
+                "--redis-connect-timeout / REDIS_CONNECT_TIMEOUT",
+                self.redis_connect_timeout,
+            ),
+            (
+                "--redis-command-timeout / REDIS_COMMAND_TIMEOUT",
+                self.redis_command_timeout,
+            ),
+            ("--max-ttl / GATEWAY_MAX_TTL", self.max_ttl),
+            (
+                "--health-interval / GATEWAY_HEALTH_INTERVAL",
+                self.health_interval,
+            ),
+            (
+                "--drain-timeout / GATEWAY_DRAIN_TIMEOUT",
+                self.drain_timeout,
+            ),
+        ];
+        for (setting, value) in positive_durations {
+            if value.is_zero() {
+                return Err(ConfigError::new(setting, "must be greater than zero"));
+            }
+        }
+        if self.max_ttl.as_millis() > i64::MAX as u128 {
+            return Err(ConfigError::new(
+                "--max-ttl / GATEWAY_MAX_TTL",
+                "is too large",
+            ));
+        }
+        if self.max_key_bytes == 0 || self.max_key_bytes > 512 << 20 {
+            return Err(ConfigError::new(
+                "--max-key-bytes / GATEWAY_MAX_KEY_BYTES",
+                "must be between 1 byte and 512MiB",
+            ));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 512 << 20 {
+            return Err(ConfigError::new(
+                "--max-value-bytes / GATEWAY_MAX_VALUE_BYTES",
+                "must be between 1 byte and 512MiB (Redis' own limit)",
+            ));
+        }
+        if self.max_request_bytes <= self.max_value_bytes {
+            return Err(ConfigError::new(
+                "--max-request-bytes / GATEWAY_MAX_REQUEST_BYTES",
+                "must be larger than GATEWAY_MAX_VALUE_BYTES, or no maximal value fits in a request",
+            ));
+        }
+        if self.max_batch_items == 0 {
+            return Err(ConfigError::new(
+                "--max-batch-items / GATEWAY_MAX_BATCH_ITEMS",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Config {
+    /// Lists every setting but the secrets: the password is masked and so is any password in
+    /// the URL.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_host", &self.redis_host)
+            .field("redis_port", &self.redis_port)
+            .field("redis_db", &self.redis_db)
+            .field("redis_username", &self.redis_username)
+            .field(
+                "redis_password",
+                &self.redis_password.as_ref().map(|_| "***"),
+            )
+            .field("redis_max_connections", &self.redis_max_connections)
+            .field("redis_retry_on_timeout", &self.redis_retry_on_timeout)
+            .field("redis_connect_timeout", &self.redis_connect_timeout)
+            .field("redis_command_timeout", &self.redis_command_timeout)
+            .field("embedded_redis", &self.embedded_redis)
+            .field("embedded_redis_dir", &self.embedded_redis_dir)
+            .field("redis_server_bin", &self.redis_server_bin)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_batch_items", &self.max_batch_items)
+            .field("max_ttl", &self.max_ttl)
+            .field("health_interval", &self.health_interval)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Masks the password of a URL such as `redis://user:secret@host:6379` → `redis://user:***@host:6379`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let masked = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => "***".to_owned(),
+    };
+    format!("{}{}{}", &url[..scheme_end], masked, &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_accept_units() {
+        assert_eq!(parse_byte_size("1024"), Ok(1024));
+        assert_eq!(parse_byte_size("4KiB"), Ok(4096));
+        assert_eq!(parse_byte_size("2MiB"), Ok(2 << 20));
+        assert!(parse_byte_size("12 parsecs").is_err());
+        assert!(parse_byte_size("").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_hide_passwords_only() {
+        assert_eq!(
+            redact_url("redis://app:s3cret@cache:6379/2"),
+            "redis://app:***@cache:6379/2"
+        );
+        assert_eq!(redact_url("redis://:s3cret@cache"), "redis://:***@cache");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config::parse_from([
+            "redis-gateway",
+            "--redis-url",
+            "redis://u:topsecret@h:1/0",
+            "--redis-password",
+            "alsosecret",
+        ]);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("topsecret"), "{printed}");
+        assert!(!printed.contains("alsosecret"), "{printed}");
+    }
+
+    #[test]
+    fn embedded_redis_conflicts_with_url() {
+        let config = Config::parse_from([
+            "redis-gateway",
+            "--embedded-redis",
+            "--redis-url",
+            "redis://h:1",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert!(err.setting.contains("GATEWAY_EMBEDDED_REDIS"));
+    }
+}

@@ -1,0 +1,274 @@
+//! The Redis layer: the fred connection pool and how every command is run through it.
+//!
+//! - [`Redis::run`] sends one command with the call's time budget, never replays a write
+//!   (fred's `max_command_attempts` default of 3 would apply an INCR twice after a reconnect),
+//!   fails fast with UNAVAILABLE when no connection is up, and classifies errors.
+//! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
+//! - Submodules: [`keys`] (namespaces), [`call`] (per-call budget), [`scripts`] (Lua),
+//!   [`embedded`] (the supervised private redis-server), [`transaction`] (KeyValue.Transaction
+//!   encoding).
+
+pub mod call;
+pub mod embedded;
+pub mod keys;
+pub mod scripts;
+pub mod transaction;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fred::clients::{Pool, WithOptions};
+use fred::error::Error as RedisError;
+use fred::prelude::*;
+use fred::types::config::{Config as FredConfig, TcpConfig};
+use fred::types::{MultipleKeys, Value};
+
+use crate::config::Config;
+use crate::error::{Error, Idempotency};
+pub use call::{Budget, Call};
+pub use keys::Namespace;
+pub use scripts::Script;
+
+/// The gateway's connection to Redis. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct Redis {
+    /// Connections that pipeline concurrent commands (fred auto-pipelines).
+    pool: Pool,
+    /// Longest time one command may take when the client's deadline is later.
+    command_timeout: Duration,
+    /// Retry idempotent reads once after a timeout or a dropped connection.
+    retry_reads: bool,
+}
+
+/// Builds the fred configuration from the gateway settings; `embedded_port` overrides the
+/// target with the private redis-server.
+pub fn fred_config(config: &Config, embedded_port: Option<u16>) -> Result<FredConfig, Error> {
+    let mut fred = if let Some(port) = embedded_port {
+        FredConfig {
+            server: ServerConfig::new_centralized("127.0.0.1", port),
+            database: Some(config.redis_db),
+            ..FredConfig::default()
+        }
+    } else if let Some(url) = &config.redis_url {
+        let mut fred = FredConfig::from_url(url)
+            .map_err(|err| Error::Internal(format!("REDIS_URL: {}", err.details())))?;
+        // Credentials from their own variables (e.g. a mounted secret) fill what the URL lacks.
+        if fred.username.is_none() {
+            fred.username.clone_from(&config.redis_username);
+        }
+        if fred.password.is_none() {
+            fred.password.clone_from(&config.redis_password);
+        }
+        if fred.database.is_none() && config.redis_db != 0 {
+            fred.database = Some(config.redis_db);
+        }
+        fred
+    } else {
+        FredConfig {
+            server: ServerConfig::new_centralized(config.redis_host.clone(), config.redis_port),
+            database: Some(config.redis_db),
+            username: config.redis_username.clone(),
+            password: config.redis_password.clone(),
+            ..FredConfig::default()
+        }
+    };
+    // Keep reconnecting when Redis is down at start instead of exiting: health reports
+    // NOT_SERVING until it is reachable.
+    fred.fail_fast = false;
+    Ok(fred)
+}
+
+impl Redis {
+    /// Builds the pool and starts connecting. Waits up to the connect timeout for the first
+    /// connection; if Redis is not reachable by then the gateway still starts (health is
+    /// NOT_SERVING) and fred keeps reconnecting with exponential backoff.
+    pub async fn connect(config: &Config, fred: FredConfig) -> Result<Self, Error> {
+        let connect_timeout = config.redis_connect_timeout;
+        let pool = Builder::from_config(fred)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = connect_timeout;
+                connection.internal_command_timeout = connect_timeout;
+                // Never replay an in-flight command after a reconnect: writes run at most once.
+                connection.max_command_attempts = 1;
+                connection.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = config.redis_command_timeout;
+            })
+            // Forever, from 100 ms doubling up to 5 s between attempts.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build_pool(config.redis_max_connections)
+            .map_err(|err| Error::Internal(format!("building the Redis pool: {err}")))?;
+        pool.connect();
+        match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
+            Ok(Ok(())) => tracing::info!("connected to Redis"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Redis is not reachable yet; retrying in the background")
+            }
+            Err(_) => tracing::warn!(
+                timeout = ?connect_timeout,
+                "Redis is not reachable yet; retrying in the background"
+            ),
+        }
+        Ok(Self {
+            pool,
+            command_timeout: config.redis_command_timeout,
+            retry_reads: config.redis_retry_on_timeout,
+        })
+    }
+
+    /// The per-command timeout from the configuration.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// True when at least one pooled connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.pool
+            .clients()
+            .iter()
+            .any(|client| client.is_connected())
+    }
+
+    /// Closes every connection.
+    pub async fn quit(&self) {
+        if let Err(err) = self.pool.quit().await {
+            tracing::debug!(error = %err, "closing the Redis pool");
+        }
+    }
+
+    /// Runs one command built by `command` on a connected client, within the call's budget.
+    ///
+    /// `command` may be called twice: only for [`Idempotency::Idempotent`] commands with
+    /// `REDIS_RETRY_ON_TIMEOUT`, when the first attempt timed out or lost its connection and
+    /// the deadline allows. A command that fails before being sent is never unknown.
+    pub async fn run<R, F, Fut>(
+        &self,
+        call: &Call,
+        idempotency: Idempotency,
+        command: F,
+    ) -> Result<R, Error>
+    where
+        F: Fn(WithOptions<Client>) -> Fut,
+        Fut: Future<Output = Result<R, RedisError>>,
+    {
+        let attempts = if idempotency == Idempotency::Idempotent && self.retry_reads {
+            2
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        loop {
+            let budget = call.budget();
+            if budget.timeout.is_zero() {
+                return Err(Error::DeadlineExceeded {
+                    outcome_unknown: false,
+                });
+            }
+            let client = self.pool.next_connected();
+            if !client.is_connected() {
+                return Err(Error::redis_unreachable());
+            }
+            let options = Options {
+                timeout: Some(budget.timeout),
+                max_attempts: Some(1),
+                fail_fast: true,
+                ..Options::default()
+            };
+            match command(client.with_options(&options)).await {
+                Ok(reply) => return Ok(reply),
+                Err(err) if attempt < attempts && is_retryable(&err) => {
+                    tracing::debug!(error = %err, "retrying an idempotent read");
+                    attempt += 1;
+                }
+                Err(err) => return Err(Error::from_redis(err, idempotency, budget)),
+            }
+        }
+    }
+
+    /// Runs a Lua script by EVALSHA; on NOSCRIPT (a restarted or failed-over Redis) it sends the
+    /// source with EVAL, which also caches it again. NOSCRIPT means nothing ran, so this is
+    /// safe for scripts that must run at most once.
+    pub async fn eval(
+        &self,
+        call: &Call,
+        idempotency: Idempotency,
+        script: &Script,
+        keys: Vec<Key>,
+        args: Vec<Value>,
+    ) -> Result<Value, Error> {
+        self.run(call, idempotency, |client| {
+            let keys = MultipleKeys::from(keys.clone());
+            let args = args.clone();
+            async move {
+                match client
+                    .evalsha::<Value, _, _, _>(script.sha(), keys.clone(), args.clone())
+                    .await
+                {
+                    Err(err) if err.details().starts_with("NOSCRIPT") => {
+                        client.eval(script.source(), keys, args).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends PING and measures the round trip; used by the health probe.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
+        let call = Call::new(Some(timeout), timeout, Namespace::default());
+        let started = Instant::now();
+        self.run(&call, Idempotency::Idempotent, |client| async move {
+            client.ping::<String>(None).await
+        })
+        .await?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Failures after which an idempotent read may be sent again.
+fn is_retryable(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled
+    )
+}
+
+/// Reads a bulk-string reply as bytes; `None` for a nil reply.
+pub fn reply_bytes(value: Value) -> Result<Option<bytes::Bytes>, Error> {
+    match value {
+        Value::Null => Ok(None),
+        other => other
+            .into_bytes()
+            .map(Some)
+            .ok_or_else(|| Error::Internal("Redis sent a non-string where a value was due".into())),
+    }
+}
+
+/// Reads an integer reply (Redis integers, or digits in a string for exactness past 2^53).
+pub fn reply_i64(value: Value) -> Result<i64, Error> {
+    match value {
+        Value::Integer(number) => Ok(number),
+        other => other
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| {
+                Error::Internal(format!("Redis sent {other:?} where an integer was due"))
+            }),
+    }
+}
+
+/// Reads an array reply.
+pub fn reply_array(value: Value) -> Result<Vec<Value>, Error> {
+    match value {
+        Value::Array(items) => Ok(items),
+        Value::Null => Ok(Vec::new()),
+        other => Err(Error::Internal(format!(
+            "Redis sent {other:?} where an array was due"
+        ))),
+    }
+}
