@@ -15,6 +15,8 @@ pub mod scripts;
 pub mod transaction;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::clients::{Pool, WithOptions};
@@ -38,6 +40,41 @@ pub struct Redis {
     command_timeout: Duration,
     /// Retry idempotent reads once after a timeout or a dropped connection.
     retry_reads: bool,
+    /// What the gateway saw of each pooled connection, to fail fast during an outage.
+    links: Arc<Links>,
+}
+
+/// fred reports a client as connected until its first reconnect attempt starts, and commands
+/// sent in that window wait for their timeout. The gateway hears of the failure earlier (the
+/// connection's error event), so it tracks each connection itself.
+struct Links {
+    /// Per pooled client: when it last reported a connection error (ms since `epoch`), or 0
+    /// once it has reconnected.
+    failed_at: Vec<AtomicU64>,
+    /// Start of the clock `failed_at` counts in.
+    epoch: Instant,
+    /// Round-robin position.
+    next: AtomicUsize,
+}
+
+/// After this long, fred's own connection state is trusted again over an error event (the
+/// stale window is one reconnect delay; an error that did not drop the link must not
+/// sideline a working connection for long).
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
+impl Links {
+    fn now_ms(&self) -> u64 {
+        // Never 0, which means "no failure".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn usable(&self, index: usize, client: &Client) -> bool {
+        if !client.is_connected() {
+            return false;
+        }
+        let failed_at = self.failed_at[index].load(Ordering::Relaxed);
+        failed_at == 0 || self.now_ms() - failed_at > FAILURE_MEMORY.as_millis() as u64
+    }
 }
 
 /// Builds the fred configuration from the gateway settings; `embedded_port` overrides the
@@ -102,6 +139,25 @@ impl Redis {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build_pool(config.redis_max_connections)
             .map_err(|err| Error::Internal(format!("building the Redis pool: {err}")))?;
+        let links = Arc::new(Links {
+            failed_at: pool.clients().iter().map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            next: AtomicUsize::new(0),
+        });
+        for (index, client) in pool.clients().iter().enumerate() {
+            let on_error = links.clone();
+            client.on_error(move |(error, server)| {
+                tracing::debug!(%error, ?server, "Redis connection error");
+                on_error.failed_at[index].store(on_error.now_ms(), Ordering::Relaxed);
+                async { Ok(()) }
+            });
+            let on_reconnect = links.clone();
+            client.on_reconnect(move |server| {
+                tracing::debug!(%server, "Redis connection established");
+                on_reconnect.failed_at[index].store(0, Ordering::Relaxed);
+                async { Ok(()) }
+            });
+        }
         pool.connect();
         match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
             Ok(Ok(())) => tracing::info!("connected to Redis"),
@@ -117,6 +173,7 @@ impl Redis {
             pool,
             command_timeout: config.redis_command_timeout,
             retry_reads: config.redis_retry_on_timeout,
+            links,
         })
     }
 
@@ -125,12 +182,14 @@ impl Redis {
         self.command_timeout
     }
 
-    /// True when at least one pooled connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.pool
-            .clients()
-            .iter()
-            .any(|client| client.is_connected())
+    /// The next usable pooled client in round-robin order, if any connection is up.
+    fn usable_client(&self) -> Option<&Client> {
+        let clients = self.pool.clients();
+        let start = self.links.next.fetch_add(1, Ordering::Relaxed);
+        (0..clients.len())
+            .map(|offset| (start + offset) % clients.len())
+            .find(|&index| self.links.usable(index, &clients[index]))
+            .map(|index| &clients[index])
     }
 
     /// Closes every connection.
@@ -168,10 +227,9 @@ impl Redis {
                     outcome_unknown: false,
                 });
             }
-            let client = self.pool.next_connected();
-            if !client.is_connected() {
+            let Some(client) = self.usable_client() else {
                 return Err(Error::redis_unreachable());
-            }
+            };
             let options = Options {
                 timeout: Some(budget.timeout),
                 max_attempts: Some(1),

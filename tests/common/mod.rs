@@ -115,6 +115,16 @@ impl RedisServer {
         }
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("redis-server is running")
+            .id()
+    }
+
     /// Kills the server (as a crash would) and waits for it to be gone.
     pub fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
@@ -186,6 +196,14 @@ impl Gateway {
 
     /// Starts the gateway without waiting for Redis.
     pub async fn start_unchecked(redis_url: &str, args: &[&str]) -> Self {
+        // Gateway logs go to the test's captured output (shown when a test fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let mut argv = vec![
             "redis-gateway",
             "--redis-url",

@@ -1,0 +1,206 @@
+//! Redis faults: an outage gives UNAVAILABLE quickly and flips health, a hung Redis never
+//! holds a call past its deadline, recovery needs no gateway restart, and writes that are not
+//! idempotent are never replayed after a reconnect.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Gateway, RedisServer, unique_key, with_deadline};
+use fred::prelude::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use redis_gateway::pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const KEYVALUE_SERVICE: &str = "redisgateway.v1.KeyValue";
+
+fn get(key: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        key: key.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn set(key: &str, value: &'static [u8]) -> pb::SetRequest {
+    pb::SetRequest {
+        key: key.to_owned(),
+        value: Bytes::from_static(value),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_gives_unavailable_within_the_deadline_and_recovers_by_itself() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut kv = gateway.kv().await;
+    let key = unique_key("outage");
+    kv.set(set(&key, b"before"))
+        .await
+        .expect("set before the outage");
+    assert_eq!(
+        gateway.health_status(KEYVALUE_SERVICE).await,
+        ServingStatus::Serving
+    );
+
+    redis.stop();
+    let deadline = Duration::from_secs(2);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = kv
+            .get(with_deadline(get(&key), deadline))
+            .await
+            .expect_err("Redis is down");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            started.elapsed() < deadline,
+            "took {:?}, past the deadline",
+            started.elapsed()
+        );
+        let write = kv
+            .set(with_deadline(set(&key, b"during"), deadline))
+            .await
+            .expect_err("Redis is down");
+        assert_eq!(write.code(), Code::Unavailable, "{write:?}");
+    }
+    gateway
+        .wait_for_health(ServingStatus::NotServing, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        gateway.health_status(KEYVALUE_SERVICE).await,
+        ServingStatus::NotServing
+    );
+
+    redis.restart();
+    gateway
+        .wait_for_health(ServingStatus::Serving, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        gateway.health_status(KEYVALUE_SERVICE).await,
+        ServingStatus::Serving
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match kv.set(set(&key, b"after")).await {
+            Ok(reply) => {
+                assert!(reply.into_inner().applied);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "writes did not recover");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let reply = kv.get(get(&key)).await.expect("get after recovery");
+    assert_eq!(reply.into_inner().value, Bytes::from_static(b"after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_never_holds_a_call_past_its_deadline() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut kv = gateway.kv().await;
+    let pid = Pid::from_raw(redis.pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("pause redis-server");
+
+    let deadline = Duration::from_millis(500);
+    let started = Instant::now();
+    let read = kv
+        .get(with_deadline(get("hung"), deadline))
+        .await
+        .expect_err("Redis is hung");
+    let elapsed = started.elapsed();
+    kill(pid, Signal::SIGCONT).expect("resume redis-server");
+
+    assert!(
+        matches!(read.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{read:?}"
+    );
+    assert!(
+        elapsed < deadline + Duration::from_millis(300),
+        "call took {elapsed:?} with a {deadline:?} deadline"
+    );
+    // Once Redis answers again, so does the gateway.
+    kv.get(get("hung")).await.expect("answers after resume");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &["--redis-max-connections", "1"]).await;
+    let mut kv = gateway.kv().await;
+    let admin = redis.client().await;
+    let key = unique_key("counter");
+
+    // Hold writes inside Redis, send the increment, then kill the gateway's connection while
+    // the command waits: fred reconnects, and a replay would apply the increment.
+    let _: () = admin
+        .custom(
+            fred::cmd!("CLIENT"),
+            vec!["PAUSE".to_owned(), "3000".to_owned(), "WRITE".to_owned()],
+        )
+        .await
+        .expect("CLIENT PAUSE");
+    let increment = tokio::spawn({
+        let mut kv = kv.clone();
+        let key = key.clone();
+        async move {
+            kv.increment(with_deadline(
+                pb::IncrementRequest {
+                    key,
+                    delta: 1,
+                    ttl: None,
+                },
+                Duration::from_secs(10),
+            ))
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed: i64 = admin
+        .custom(
+            fred::cmd!("CLIENT"),
+            vec!["KILL", "TYPE", "normal", "SKIPME", "yes"],
+        )
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 1, "the gateway's connection was not killed");
+
+    let status = increment
+        .await
+        .unwrap()
+        .expect_err("the connection dropped under the increment");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("may or may not have been applied"),
+        "{status:?}"
+    );
+
+    let _: () = admin
+        .custom(fred::cmd!("CLIENT"), vec!["UNPAUSE"])
+        .await
+        .expect("CLIENT UNPAUSE");
+    // Give a replay, if there were one, time to land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored: Option<i64> = admin.get(&key).await.unwrap();
+    assert_eq!(
+        stored, None,
+        "the increment was replayed after the reconnect"
+    );
+    let reply = kv
+        .increment(pb::IncrementRequest {
+            key,
+            delta: 1,
+            ttl: None,
+        })
+        .await
+        .expect("increments work after the reconnect");
+    assert_eq!(reply.into_inner().value, 1);
+}
