@@ -60,6 +60,14 @@ pub enum Error {
     Internal(String),
 }
 
+/// Messages fred gives (with a generic error kind) when a connection drops under a command.
+const FRED_CONNECTION_FAILURES: &[&str] = &[
+    "Failed to route command",
+    "Failed to send command to router",
+    "Client is not initialized",
+    "Connection closed",
+];
+
 /// The sentence appended to UNAVAILABLE / DEADLINE_EXCEEDED when a write's fate is unknown.
 const OUTCOME_UNKNOWN: &str =
     "; the command had been sent and is not idempotent, so it may or may not have been applied";
@@ -113,6 +121,16 @@ impl Error {
                 Self::Unavailable {
                     message: "Redis rejected the gateway's credentials".into(),
                     outcome_unknown: false,
+                }
+            }
+            _ if FRED_CONNECTION_FAILURES
+                .iter()
+                .any(|failure| details.starts_with(failure)) =>
+            {
+                tracing::debug!(error = %err, "redis connection failure");
+                Self::Unavailable {
+                    message: "the connection to Redis failed".into(),
+                    outcome_unknown: may_have_applied,
                 }
             }
             _ => Self::from_redis_reply(details, may_have_applied),

@@ -24,6 +24,7 @@ use fred::error::Error as RedisError;
 use fred::prelude::*;
 use fred::types::config::{Config as FredConfig, TcpConfig};
 use fred::types::{MultipleKeys, Value};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Idempotency};
@@ -51,6 +52,9 @@ struct Links {
     /// Per pooled client: when it last reported a connection error (ms since `epoch`), or 0
     /// once it has reconnected.
     failed_at: Vec<AtomicU64>,
+    /// Per pooled client: bumped on every connection error, so that calls waiting on that
+    /// connection stop waiting (fred would hold them until a reconnect or their timeout).
+    failures: Vec<watch::Sender<u64>>,
     /// Start of the clock `failed_at` counts in.
     epoch: Instant,
     /// Round-robin position.
@@ -141,6 +145,11 @@ impl Redis {
             .map_err(|err| Error::Internal(format!("building the Redis pool: {err}")))?;
         let links = Arc::new(Links {
             failed_at: pool.clients().iter().map(|_| AtomicU64::new(0)).collect(),
+            failures: pool
+                .clients()
+                .iter()
+                .map(|_| watch::Sender::new(0))
+                .collect(),
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
         });
@@ -149,6 +158,7 @@ impl Redis {
             client.on_error(move |(error, server)| {
                 tracing::debug!(%error, ?server, "Redis connection error");
                 on_error.failed_at[index].store(on_error.now_ms(), Ordering::Relaxed);
+                on_error.failures[index].send_modify(|count| *count += 1);
                 async { Ok(()) }
             });
             let on_reconnect = links.clone();
@@ -182,14 +192,13 @@ impl Redis {
         self.command_timeout
     }
 
-    /// The next usable pooled client in round-robin order, if any connection is up.
-    fn usable_client(&self) -> Option<&Client> {
+    /// The index of the next usable pooled client in round-robin order, if any is up.
+    fn usable_client(&self) -> Option<usize> {
         let clients = self.pool.clients();
         let start = self.links.next.fetch_add(1, Ordering::Relaxed);
         (0..clients.len())
             .map(|offset| (start + offset) % clients.len())
             .find(|&index| self.links.usable(index, &clients[index]))
-            .map(|index| &clients[index])
     }
 
     /// Closes every connection.
@@ -227,16 +236,24 @@ impl Redis {
                     outcome_unknown: false,
                 });
             }
-            let Some(client) = self.usable_client() else {
+            let Some(index) = self.usable_client() else {
                 return Err(Error::redis_unreachable());
             };
+            let mut connection_failed = self.links.failures[index].subscribe();
             let options = Options {
                 timeout: Some(budget.timeout),
                 max_attempts: Some(1),
                 fail_fast: true,
                 ..Options::default()
             };
-            match command(client.with_options(&options)).await {
+            let reply = tokio::select! {
+                reply = command(self.pool.clients()[index].with_options(&options)) => reply,
+                _ = connection_failed.changed() => Err(RedisError::new(
+                    ErrorKind::IO,
+                    "the connection failed while the command was pending",
+                )),
+            };
+            match reply {
                 Ok(reply) => return Ok(reply),
                 Err(err) if attempt < attempts && is_retryable(&err) => {
                     tracing::debug!(error = %err, "retrying an idempotent read");
