@@ -182,6 +182,18 @@ impl Config {
             ));
         }
         if let Some(url) = &self.redis_url {
+            const SCHEMES: &[&str] = &[
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "redis-sentinel://",
+            ];
+            if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+                return Err(ConfigError::new(
+                    "--redis-url / REDIS_URL",
+                    format!("must start with one of {}", SCHEMES.join(", ")),
+                ));
+            }
             fred::types::config::Config::from_url(url).map_err(|err| {
                 ConfigError::new(
                     "--redis-url / REDIS_URL",

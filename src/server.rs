@@ -72,7 +72,15 @@ pub async fn run(
         pool = config.redis_max_connections,
         "connecting to Redis"
     );
-    let redis = Redis::connect(&config, fred_config).await?;
+    let redis = tokio::select! {
+        redis = Redis::connect(&config, fred_config) => redis?,
+        () = shutdown.cancelled() => {
+            if let Some(embedded) = embedded {
+                embedded.stop().await;
+            }
+            return Ok(());
+        }
+    };
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };

@@ -201,10 +201,21 @@ impl Redis {
             .find(|&index| self.links.usable(index, &clients[index]))
     }
 
-    /// Closes every connection.
+    /// Closes every connection; bounded, since QUIT waits for a connection that may never
+    /// come back.
     pub async fn quit(&self) {
-        if let Err(err) = self.pool.quit().await {
-            tracing::debug!(error = %err, "closing the Redis pool");
+        if !self
+            .pool
+            .clients()
+            .iter()
+            .any(|client| client.is_connected())
+        {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.pool.quit()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, "closing the Redis pool"),
+            Err(_) => tracing::debug!("Redis did not acknowledge QUIT in time"),
         }
     }
 

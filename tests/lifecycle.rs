@@ -1,0 +1,395 @@
+//! The gateway process: graceful shutdown on SIGTERM, streams that end themselves on drain,
+//! invalid configuration (exit code 2 naming the setting), and the embedded redis-server.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Gateway, RedisServer, free_port, shared_redis, unique_key};
+use fred::prelude::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use redis_gateway::pb;
+use redis_gateway::pb::key_value_client::KeyValueClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_redis-gateway");
+
+/// Starts the gateway binary with `args` and `envs`; its stderr is captured.
+fn spawn_gateway(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.spawn().expect("start the gateway binary")
+}
+
+/// Connects to a gateway process, retrying while it starts.
+async fn connect(port: u16) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "gateway not reachable: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Runs the binary to completion and returns its exit code and stderr.
+async fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let child = spawn_gateway(args, envs);
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the gateway exits by itself")
+        .expect("wait for the gateway");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn sigterm(child: &Child) {
+    let pid = Pid::from_raw(child.id().expect("running") as i32);
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut gateway = spawn_gateway(
+        &[
+            "--listen",
+            &listen,
+            "--redis-url",
+            &redis.url(),
+            "--drain-timeout",
+            "10s",
+        ],
+        &[],
+    );
+    let kv = KeyValueClient::new(connect(port).await);
+    let key = unique_key("drain");
+    kv.clone()
+        .set(pb::SetRequest {
+            key: key.clone(),
+            value: Bytes::from_static(b"0"),
+            ..Default::default()
+        })
+        .await
+        .expect("gateway serves");
+
+    // Hold every Redis command for 1.5 s so the calls below are in flight at SIGTERM.
+    let _: () = admin
+        .custom(fred::cmd!("CLIENT"), vec!["PAUSE", "1500", "ALL"])
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let mut kv = kv.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                kv.increment(pb::IncrementRequest {
+                    key,
+                    delta: 1,
+                    ttl: None,
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    sigterm(&gateway);
+
+    // New connections are refused while draining.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        Channel::from_shared(format!("http://{listen}"))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .is_err(),
+        "a new connection was accepted during the drain"
+    );
+
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("in-flight call completes during the drain");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), gateway.wait())
+        .await
+        .expect("the gateway exits within the drain timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let counter: i64 = admin.get(&key).await.unwrap();
+    assert_eq!(counter, 5, "every in-flight increment was applied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_streams_end_when_the_server_drains() {
+    let redis = shared_redis();
+    let admin = redis.client().await;
+    let prefix = unique_key("drainscan");
+    for index in 0..50 {
+        let _: () = admin
+            .set(format!("{prefix}:{index}"), "x", None, None, false)
+            .await
+            .unwrap();
+    }
+    let gateway = Gateway::start(&redis.url(), &["--drain-timeout", "10s"]).await;
+    let mut kv = gateway.kv().await;
+    let mut pages = kv
+        .scan(pb::ScanRequest {
+            pattern: format!("{prefix}:*"),
+            page_size: 1,
+            r#type: String::new(),
+        })
+        .await
+        .expect("scan starts")
+        .into_inner();
+    let first = pages.message().await.expect("first page").expect("a page");
+    assert_eq!(first.keys.len(), 1);
+
+    // The client stops reading; the server must end the stream itself when draining.
+    let started = Instant::now();
+    gateway.shutdown.cancel();
+    let mut ended_with = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), pages.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => {
+                ended_with = Some(status);
+                break;
+            }
+            Err(_) => panic!("the scan stream did not end after shutdown"),
+        }
+    }
+    let status = ended_with.expect("the stream ends with a status saying why");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    gateway.stop().await.expect("the server stops cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "drain took too long"
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_2_naming_the_setting() {
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&[], &[("REDIS_PORT", "not-a-port")], "REDIS_PORT"),
+        (&[], &[("REDIS_URL", "http://nowhere")], "REDIS_URL"),
+        (
+            &["--max-value-bytes", "8MiB", "--max-request-bytes", "4MiB"],
+            &[],
+            "GATEWAY_MAX_REQUEST_BYTES",
+        ),
+        (&[], &[("GATEWAY_MAX_TTL", "0s")], "GATEWAY_MAX_TTL"),
+        (
+            &["--embedded-redis"],
+            &[("REDIS_URL", "redis://127.0.0.1:1")],
+            "GATEWAY_EMBEDDED_REDIS",
+        ),
+        (
+            &[],
+            &[("REDIS_MAX_CONNECTIONS", "0")],
+            "REDIS_MAX_CONNECTIONS",
+        ),
+    ];
+    for (args, envs, setting) in cases {
+        let (code, stderr) = run_to_exit(args, envs).await;
+        assert_eq!(code, 2, "{setting}: exit code {code}, stderr: {stderr}");
+        assert!(
+            stderr.contains(setting),
+            "{setting} is not named in: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let redis = shared_redis();
+    let url = format!("redis://nobody:hunter2-url@127.0.0.1:{}", redis.port);
+    let mut gateway = spawn_gateway(
+        &["--listen", &listen, "--redis-connect-timeout", "300ms"],
+        &[("REDIS_URL", &url), ("REDIS_PASSWORD", "hunter2-env")],
+    );
+    connect(port).await;
+    sigterm(&gateway);
+    let mut stderr = String::new();
+    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    gateway.wait().await.unwrap();
+    assert!(stderr.contains("connecting to Redis"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "a secret was logged: {stderr}");
+}
+
+#[tokio::test]
+async fn embedded_mode_explains_how_to_install_a_missing_redis_server() {
+    let (code, stderr) = run_to_exit(
+        &["--embedded-redis"],
+        &[("GATEWAY_REDIS_SERVER_BIN", "/nonexistent/redis-server")],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("apt-get install"), "{stderr}");
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+}
+
+/// Reads the gateway's log until the embedded Redis reports its port.
+async fn embedded_port(
+    child: &mut Child,
+) -> (
+    u16,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the gateway logs the embedded Redis port");
+        let plain = strip_ansi(&line);
+        if plain.contains("embedded redis-server is up") {
+            let port = plain
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("port="))
+                .expect("port field")
+                .parse()
+                .unwrap();
+            return (port, lines);
+        }
+    }
+    panic!("the embedded Redis did not come up");
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn port_is_closed(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_redis_serves_survives_a_crash_and_stops_with_the_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("redis");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut gateway = spawn_gateway(
+        &[
+            "--listen",
+            &listen,
+            "--embedded-redis",
+            "--embedded-redis-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (redis_port, _log) = embedded_port(&mut gateway).await;
+    let mut kv = KeyValueClient::new(connect(port).await);
+    kv.set(pb::SetRequest {
+        key: "persisted".into(),
+        value: Bytes::from_static(b"kept"),
+        ..Default::default()
+    })
+    .await
+    .expect("the embedded Redis serves");
+    assert!(
+        Path::new(&data_dir).read_dir().unwrap().next().is_some(),
+        "the data directory holds the append-only files"
+    );
+
+    // Crash the embedded Redis: the supervisor restarts it on the same port, with its data.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // appendfsync everysec
+    let direct = Builder::from_config(
+        fred::types::config::Config::from_url(&format!("redis://127.0.0.1:{redis_port}")).unwrap(),
+    )
+    .build()
+    .unwrap();
+    direct.init().await.unwrap();
+    let _ = direct
+        .custom::<Value, _>(fred::cmd!("SHUTDOWN"), vec!["NOSAVE"])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let value = loop {
+        match kv
+            .get(pb::GetRequest {
+                key: "persisted".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(reply) if reply.get_ref().found => break reply.into_inner().value,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the embedded Redis did not come back"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(value, Bytes::from_static(b"kept"));
+
+    sigterm(&gateway);
+    let status = tokio::time::timeout(Duration::from_secs(20), gateway.wait())
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        port_is_closed(redis_port),
+        "the embedded Redis outlived the gateway"
+    );
+}
