@@ -205,7 +205,9 @@ async fn scan_streams_end_when_the_server_drains() {
 
 #[tokio::test]
 async fn invalid_configuration_exits_2_naming_the_setting() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    /// Command-line arguments, environment, and the setting the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&[], &[("REDIS_PORT", "not-a-port")], "REDIS_PORT"),
         (&[], &[("REDIS_URL", "http://nowhere")], "REDIS_URL"),
         (
