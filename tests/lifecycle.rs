@@ -395,3 +395,34 @@ async fn embedded_redis_serves_survives_a_crash_and_stops_with_the_gateway() {
         "the embedded Redis outlived the gateway"
     );
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
+    let gateway = Gateway::start(
+        &shared_redis().url(),
+        &["--max-value-bytes", "1KiB", "--max-request-bytes", "4KiB"],
+    )
+    .await;
+    let mut kv = gateway.kv().await;
+    let key = unique_key("oversized");
+    let set = |size: usize| pb::SetRequest {
+        key: key.clone(),
+        value: Bytes::from(vec![b'x'; size]),
+        ..Default::default()
+    };
+    let too_big_value = kv.set(set(2048)).await.expect_err("value over the limit");
+    assert_eq!(too_big_value.code(), Code::InvalidArgument);
+    assert!(
+        too_big_value.message().starts_with("value:"),
+        "{too_big_value:?}"
+    );
+    let too_big_message = kv.set(set(8192)).await.expect_err("message over the limit");
+    assert_eq!(
+        too_big_message.code(),
+        Code::OutOfRange,
+        "{too_big_message:?}"
+    );
+    kv.set(set(1024))
+        .await
+        .expect("a value at the limit is accepted");
+}

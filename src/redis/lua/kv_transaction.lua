@@ -2,7 +2,7 @@
 --
 -- Redis does not roll back a script that fails half-way, so nothing is written until every
 -- operation has been checked against a shadow of the keys it touches (types, integer values,
--- 64-bit overflow). Only then are the operations applied.
+-- 64-bit overflow, computed exactly on decimal strings). Only then are the operations applied.
 --
 -- KEYS: the distinct keys. ARGV, read in order:
 --   guard count, then per guard: kind, key index, field, value
@@ -19,12 +19,11 @@ local function take()
   return value
 end
 
--- Integer strings as Redis writes them: optional '-', digits, at most 20 characters.
-local function is_int(text)
-  return text ~= nil and #text <= 20 and string.match(text, '^-?%d+$') ~= nil
-end
+-- Integers are handled as decimal strings, exactly: Lua numbers are doubles, exact only up to
+-- 2^53, and would misjudge 64-bit overflow.
+local INT64_MAX, INT64_MIN = '9223372036854775807', '-9223372036854775808'
 
--- Exact comparison of two integer strings (doubles lose precision past 2^53).
+-- Splits an integer string into its sign and its digits without leading zeros ('0' for zero).
 local function canonical(text)
   local negative = string.sub(text, 1, 1) == '-'
   local digits = negative and string.sub(text, 2) or text
@@ -34,21 +33,91 @@ local function canonical(text)
   end
   return negative, digits
 end
+
+-- Orders two digit strings without leading zeros: -1, 0 or 1.
+local function compare_digits(a, b)
+  if #a ~= #b then
+    return (#a < #b) and -1 or 1
+  elseif a == b then
+    return 0
+  end
+  return (a < b) and -1 or 1
+end
+
+-- Orders two integer strings: -1, 0 or 1.
 local function compare(a, b)
   local a_negative, a_digits = canonical(a)
   local b_negative, b_digits = canonical(b)
   if a_negative ~= b_negative then
     return a_negative and -1 or 1
   end
-  local order
-  if #a_digits ~= #b_digits then
-    order = (#a_digits < #b_digits) and -1 or 1
-  elseif a_digits == b_digits then
-    order = 0
-  else
-    order = (a_digits < b_digits) and -1 or 1
-  end
+  local order = compare_digits(a_digits, b_digits)
   return a_negative and -order or order
+end
+
+-- Integer strings as Redis accepts them for INCRBY / HINCRBY: '0', or an optional '-' and
+-- digits without a leading zero, within the signed 64-bit range.
+local function is_int(text)
+  if text == nil or #text > 20 then
+    return false
+  end
+  if text ~= '0' and string.match(text, '^-?[1-9]%d*$') == nil then
+    return false
+  end
+  return compare(text, INT64_MIN) >= 0 and compare(text, INT64_MAX) <= 0
+end
+
+-- The digit `offset` places from the right of a digit string (0 past its start).
+local function digit(text, offset)
+  local index = #text - offset
+  if index < 1 then
+    return 0
+  end
+  return string.byte(text, index) - 48
+end
+
+-- a + b for digit strings.
+local function add_digits(a, b)
+  local out, carry = {}, 0
+  for offset = 0, math.max(#a, #b) - 1 do
+    local sum = digit(a, offset) + digit(b, offset) + carry
+    carry = (sum >= 10) and 1 or 0
+    out[#out + 1] = sum - 10 * carry
+  end
+  if carry == 1 then
+    out[#out + 1] = 1
+  end
+  return string.reverse(table.concat(out))
+end
+
+-- a - b for digit strings with a >= b.
+local function subtract_digits(a, b)
+  local out, borrow = {}, 0
+  for offset = 0, #a - 1 do
+    local difference = digit(a, offset) - digit(b, offset) - borrow
+    borrow = (difference < 0) and 1 or 0
+    out[#out + 1] = difference + 10 * borrow
+  end
+  local text = string.gsub(string.reverse(table.concat(out)), '^0+', '')
+  return (text == '') and '0' or text
+end
+
+-- a + b for integer strings, exactly.
+local function add(a, b)
+  local a_negative, a_digits = canonical(a)
+  local b_negative, b_digits = canonical(b)
+  local negative, digits
+  if a_negative == b_negative then
+    negative, digits = a_negative, add_digits(a_digits, b_digits)
+  elseif compare_digits(a_digits, b_digits) >= 0 then
+    negative, digits = a_negative, subtract_digits(a_digits, b_digits)
+  else
+    negative, digits = b_negative, subtract_digits(b_digits, a_digits)
+  end
+  if negative and digits ~= '0' then
+    return '-' .. digits
+  end
+  return digits
 end
 
 -- 1. Guards.
@@ -87,8 +156,6 @@ for i = 1, guard_count do
 end
 
 -- 2. Check every operation against a shadow of the keys, writing nothing.
--- A result beyond this magnitude may not fit in 64 bits (doubles are exact to about 2^10 here).
-local SAFE_LIMIT = 9223372036854771712
 local shadows = {}
 local function shadow(key)
   local entry = shadows[key]
@@ -101,17 +168,14 @@ local function shadow(key)
   return entry
 end
 
--- The current integer of a string counter or hash field (nil + reason when not an integer).
-local function add_checked(current_text, current_number, delta, label)
-  local current = current_number
-  if current == nil then
-    if not is_int(current_text) then
-      return nil, 'GWARG ' .. label .. ' the stored value is not an integer'
-    end
-    current = tonumber(current_text)
+-- current + delta for a string counter or hash field: the new value as a string, or nil and
+-- the error to raise.
+local function add_checked(current, delta, label)
+  if not is_int(current) then
+    return nil, 'GWARG ' .. label .. ' the stored value is not an integer'
   end
-  local result = current + tonumber(delta)
-  if result >= SAFE_LIMIT or result <= -SAFE_LIMIT then
+  local result = add(current, delta)
+  if compare(result, INT64_MAX) > 0 or compare(result, INT64_MIN) < 0 then
     return nil, 'GWARG ' .. label .. '.delta the result would overflow a signed 64-bit integer'
   end
   return result
@@ -126,9 +190,9 @@ for i = 1, op_count do
   local entry = shadow(key)
   if kind == 'set' then
     op.value, op.ttl = take(), take()
-    entry.type, entry.text, entry.number, entry.fields, entry.fresh = 'string', op.value, nil, {}, true
+    entry.type, entry.text, entry.fields, entry.fresh = 'string', op.value, {}, true
   elseif kind == 'delete' then
-    entry.type, entry.text, entry.number, entry.fields, entry.fresh = 'none', nil, nil, {}, true
+    entry.type, entry.text, entry.fields, entry.fresh = 'none', nil, {}, true
   elseif kind == 'expire' then
     op.ttl = take()
   elseif kind == 'incrby' then
@@ -136,18 +200,18 @@ for i = 1, op_count do
     if entry.type ~= 'none' and entry.type ~= 'string' then
       return redis.error_reply('GWTYPE ' .. label .. ': the key holds a ' .. entry.type .. ', not a string counter')
     end
-    local current_text = '0'
+    local current = '0'
     if entry.type == 'string' then
-      if entry.text == nil and entry.number == nil then
+      if entry.text == nil then
         entry.text = redis.call('GET', key)
       end
-      current_text = entry.text
+      current = entry.text
     end
-    local result, problem = add_checked(current_text, entry.number, op.delta, label)
+    local result, problem = add_checked(current, op.delta, label)
     if problem then
       return redis.error_reply(problem)
     end
-    entry.type, entry.text, entry.number = 'string', nil, result
+    entry.type, entry.text = 'string', result
   else
     if entry.type ~= 'none' and entry.type ~= 'hash' then
       return redis.error_reply('GWTYPE ' .. label .. ': the key holds a ' .. entry.type .. ', not a hash')
@@ -170,19 +234,19 @@ for i = 1, op_count do
     else
       op.field, op.delta = take(), take()
       local known = entry.fields[op.field]
-      local current_text, current_number = '0', nil
+      local current = '0'
       if known ~= nil then
         if not known.gone then
-          current_text, current_number = known.text, known.number
+          current = known.text
         end
       elseif not entry.fresh then
-        current_text = redis.call('HGET', key, op.field) or '0'
+        current = redis.call('HGET', key, op.field) or '0'
       end
-      local result, problem = add_checked(current_text, current_number, op.delta, label)
+      local result, problem = add_checked(current, op.delta, label)
       if problem then
         return redis.error_reply(problem)
       end
-      entry.fields[op.field] = { number = result }
+      entry.fields[op.field] = { text = result }
       entry.type = 'hash'
     end
   end

@@ -1,0 +1,23 @@
+# redis-gateway. The two commands a newcomer needs:
+#   make run    start the gateway on 127.0.0.1:50051 with its own embedded Redis
+#   make test   run every test (each installs what is missing first)
+# Also: make lint (rustfmt + clippy), make build (release binary).
+
+CARGO ?= cargo
+
+.PHONY: run test lint build
+
+run:
+	@scripts/install-deps.sh run
+	$(CARGO) run --release -- --embedded-redis
+
+test:
+	@GRPCURL="$$(scripts/install-deps.sh test | tail -n 1)" && export GRPCURL && \
+		echo "grpcurl: $$GRPCURL" && $(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --release
