@@ -204,3 +204,79 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
         .expect("increments work after the reconnect");
     assert_eq!(reply.into_inner().value, 1);
 }
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_redis_forgets_them() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut kv = gateway.kv().await;
+    let admin = redis.client().await;
+    let key = unique_key("noscript");
+    let swap = |expected: Option<&'static [u8]>, value: &'static [u8]| pb::CompareAndSwapRequest {
+        key: key.clone(),
+        expectation: Some(match expected {
+            Some(bytes) => {
+                pb::compare_and_swap_request::Expectation::Expected(Bytes::from_static(bytes))
+            }
+            None => pb::compare_and_swap_request::Expectation::ExpectAbsent(true),
+        }),
+        value: Bytes::from_static(value),
+        ttl: None,
+        keep_ttl: false,
+    };
+    assert!(
+        kv.compare_and_swap(swap(None, b"1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .swapped
+    );
+    // As after a Redis restart or failover: the script cache is empty, EVALSHA gets NOSCRIPT.
+    let _: () = admin
+        .custom(fred::cmd!("SCRIPT"), vec!["FLUSH"])
+        .await
+        .unwrap();
+    let reply = kv
+        .compare_and_swap(swap(Some(b"1"), b"2"))
+        .await
+        .expect("the script is sent again after NOSCRIPT")
+        .into_inner();
+    assert!(reply.swapped);
+    let stored: String = admin.get(&key).await.unwrap();
+    assert_eq!(stored, "2");
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut kv = gateway.kv().await;
+    let key = unique_key("oom");
+    kv.set(set(&key, b"small"))
+        .await
+        .expect("set before the limit");
+    let _: () = admin
+        .custom(
+            fred::cmd!("CONFIG"),
+            vec!["SET", "maxmemory-policy", "noeviction"],
+        )
+        .await
+        .unwrap();
+    let _: () = admin
+        .custom(fred::cmd!("CONFIG"), vec!["SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+    let status = kv
+        .set(set(&unique_key("oom"), b"one more"))
+        .await
+        .expect_err("Redis is over maxmemory");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("out of memory"), "{status:?}");
+    let read = kv
+        .get(get(&key))
+        .await
+        .expect("reads still work")
+        .into_inner();
+    assert_eq!(read.value, Bytes::from_static(b"small"));
+}
