@@ -168,6 +168,26 @@ local function shadow(key)
   return entry
 end
 
+-- Whether a hash field exists, as the shadow sees it; asks Redis about fields it has not seen.
+local function field_exists(entry, key, field)
+  local known = entry.fields[field]
+  if known ~= nil then
+    return not known.gone
+  end
+  if entry.fresh then
+    return false
+  end
+  return redis.call('HEXISTS', key, field) == 1
+end
+
+-- The shadow hash's field count (Redis deletes a hash when its last field goes).
+local function hash_length(entry, key)
+  if entry.length == nil then
+    entry.length = entry.fresh and 0 or redis.call('HLEN', key)
+  end
+  return entry.length
+end
+
 -- current + delta for a string counter or hash field: the new value as a string, or nil and
 -- the error to raise.
 local function add_checked(current, delta, label)
@@ -190,9 +210,9 @@ for i = 1, op_count do
   local entry = shadow(key)
   if kind == 'set' then
     op.value, op.ttl = take(), take()
-    entry.type, entry.text, entry.fields, entry.fresh = 'string', op.value, {}, true
+    entry.type, entry.text, entry.fields, entry.fresh, entry.length = 'string', op.value, {}, true, nil
   elseif kind == 'delete' then
-    entry.type, entry.text, entry.fields, entry.fresh = 'none', nil, {}, true
+    entry.type, entry.text, entry.fields, entry.fresh, entry.length = 'none', nil, {}, true, nil
   elseif kind == 'expire' then
     op.ttl = take()
   elseif kind == 'incrby' then
@@ -217,11 +237,15 @@ for i = 1, op_count do
       return redis.error_reply('GWTYPE ' .. label .. ': the key holds a ' .. entry.type .. ', not a hash')
     end
     op.args = {}
+    hash_length(entry, key)
     if kind == 'hset' then
       for _ = 1, tonumber(take()) do
         local field, value = take(), take()
         op.args[#op.args + 1] = field
         op.args[#op.args + 1] = value
+        if not field_exists(entry, key, field) then
+          entry.length = entry.length + 1
+        end
         entry.fields[field] = { text = value }
       end
       entry.type = 'hash'
@@ -229,7 +253,13 @@ for i = 1, op_count do
       for _ = 1, tonumber(take()) do
         local field = take()
         op.args[#op.args + 1] = field
+        if field_exists(entry, key, field) then
+          entry.length = entry.length - 1
+        end
         entry.fields[field] = { gone = true }
+      end
+      if entry.length == 0 then
+        entry.type, entry.fields, entry.fresh, entry.length = 'none', {}, true, nil
       end
     else
       op.field, op.delta = take(), take()
@@ -245,6 +275,9 @@ for i = 1, op_count do
       local result, problem = add_checked(current, op.delta, label)
       if problem then
         return redis.error_reply(problem)
+      end
+      if not field_exists(entry, key, op.field) then
+        entry.length = entry.length + 1
       end
       entry.fields[op.field] = { text = result }
       entry.type = 'hash'
