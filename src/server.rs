@@ -68,7 +68,7 @@ pub async fn run(
     };
     let fred_config = redis::fred_config(&config, embedded.as_ref().map(EmbeddedRedis::port))?;
     tracing::info!(
-        target = %describe_target(&config, embedded.as_ref()),
+        redis = %describe_target(&config, embedded.as_ref()),
         pool = config.redis_max_connections,
         "connecting to Redis"
     );
@@ -118,6 +118,7 @@ pub async fn run(
             async move {
                 shutdown.cancelled().await;
                 health.set_all(ServingStatus::NotServing).await;
+                health.end_watches().await;
             }
         });
 
@@ -150,6 +151,16 @@ struct Health {
 }
 
 impl Health {
+    /// Ends every Health.Watch stream (after its watchers were sent NOT_SERVING), since a
+    /// stream left open would hold the drain until its timeout.
+    async fn end_watches(&self) {
+        let mut reporter = self.reporter.clone();
+        reporter.clear_service_status("").await;
+        for service in SERVICES {
+            reporter.clear_service_status(service).await;
+        }
+    }
+
     async fn set_all(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
         for service in SERVICES {

@@ -57,6 +57,32 @@ async fn connect(port: u16) -> Channel {
     }
 }
 
+/// Waits until the gateway behind `channel` reports SERVING.
+async fn wait_until_serving(channel: Channel) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut health = HealthClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|reply| reply.into_inner().status());
+        if status.as_ref().ok() == Some(&ServingStatus::Serving) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never served: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the binary to completion and returns its exit code and stderr.
 async fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let child = spawn_gateway(args, envs);
@@ -425,4 +451,70 @@ async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
     kv.set(set(1024))
         .await
         .expect("a value at the limit is accepted");
+}
+
+#[tokio::test]
+async fn health_watchers_see_not_serving_and_do_not_hold_the_drain() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let gateway = Gateway::start(&shared_redis().url(), &["--drain-timeout", "30s"]).await;
+    let mut watch = gateway
+        .health()
+        .await
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    let first = watch.message().await.unwrap().expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let started = Instant::now();
+    gateway.shutdown.cancel();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(update))) =
+        tokio::time::timeout(Duration::from_secs(5), watch.message()).await
+    {
+        seen.push(update.status());
+    }
+    assert_eq!(seen.last(), Some(&ServingStatus::NotServing), "{seen:?}");
+    gateway.stop().await.expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an open Watch held the drain for {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn json_log_format_writes_one_object_per_line() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut gateway = spawn_gateway(
+        &["--listen", &listen, "--redis-url", &shared_redis().url()],
+        &[("GATEWAY_LOG_FORMAT", "json")],
+    );
+    wait_until_serving(connect(port).await).await;
+    sigterm(&gateway);
+    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        logged.push(line);
+    }
+    gateway.wait().await.unwrap();
+    assert!(logged.len() >= 3, "{logged:?}");
+    for line in &logged {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains(r#""level":"INFO""#),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains(r#""message":"serving gRPC""#)),
+        "{logged:?}"
+    );
 }
