@@ -628,7 +628,8 @@ impl KeyScan {
             Value::from("MATCH"),
             Value::from(self.match_pattern.as_str()),
             Value::from("COUNT"),
-            Value::Integer(self.page_size as i64),
+            // A larger hint means fewer round trips when the pattern matches sparsely.
+            Value::Integer(self.page_size.max(DEFAULT_PAGE_SIZE as usize) as i64),
         ];
         if !self.key_type.is_empty() {
             args.push(Value::from("TYPE"));
