@@ -1,0 +1,17 @@
+//! KeyValue service behaviour against a real redis-server.
+//!
+//! One test binary (`cargo test --test keyvalue`), split by topic into the modules below;
+//! helpers they share live in [`support`].
+
+#[path = "../common/mod.rs"]
+mod common;
+mod support;
+
+mod bad_input;
+mod batches;
+mod compare_and_swap;
+mod counters;
+mod get_set;
+mod scan;
+mod ttl;
+mod wrong_type;

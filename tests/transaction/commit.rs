@@ -1,0 +1,167 @@
+//! Committed transactions: a result per operation, TTLs on Set, and operations that see the
+//! effects of earlier ones (including a hash emptied by HDEL).
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+use tonic::Code;
+
+use crate::common::unique_key;
+use crate::support::{
+    assert_status, commit, delete, direct, expire, hash_of, hdel, hincrby, hset, incrby, run, secs,
+    set, set_ttl, start, string_of,
+};
+
+#[tokio::test]
+async fn transaction_commits_and_reports_a_result_per_op() {
+    let (_gateway, mut kv) = start().await;
+    let client = direct().await;
+    let string = unique_key("tx-string");
+    let doomed = unique_key("tx-doomed");
+    let expiring = unique_key("tx-expiring");
+    let counter = unique_key("tx-counter");
+    let hash = unique_key("tx-hash");
+    let missing = unique_key("tx-missing");
+    client
+        .set::<(), _, _>(&doomed, "x", None, None, false)
+        .await
+        .unwrap();
+    client
+        .set::<(), _, _>(&expiring, "x", None, None, false)
+        .await
+        .unwrap();
+    client
+        .set::<(), _, _>(&counter, "10", None, None, false)
+        .await
+        .unwrap();
+    client.hset::<i64, _, _>(&hash, ("old", "o")).await.unwrap();
+
+    let results = commit(
+        &mut kv,
+        vec![],
+        vec![
+            set(&string, "hello"),
+            delete(&doomed),
+            delete(&missing),
+            expire(&expiring, 600),
+            expire(&missing, 600),
+            incrby(&counter, 5),
+            hset(&hash, &[("a", "1"), ("b", "2"), ("old", "new")]),
+            hdel(&hash, &["b", "nope"]),
+            hincrby(&hash, "n", 7),
+        ],
+    )
+    .await;
+    assert_eq!(results, vec![1, 1, 0, 1, 0, 15, 2, 1, 7]);
+
+    assert_eq!(string_of(&client, &string).await.as_deref(), Some("hello"));
+    assert_eq!(client.pttl::<i64, _>(&string).await.unwrap(), -1);
+    assert_eq!(client.exists::<i64, _>(&doomed).await.unwrap(), 0);
+    assert_eq!(client.exists::<i64, _>(&missing).await.unwrap(), 0);
+    let ttl = client.pttl::<i64, _>(&expiring).await.unwrap();
+    assert!(ttl > 590_000 && ttl <= 600_000, "ttl {ttl}");
+    assert_eq!(string_of(&client, &counter).await.as_deref(), Some("15"));
+    assert_eq!(
+        hash_of(&client, &hash).await,
+        HashMap::from([
+            ("old".to_owned(), "new".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+            ("n".to_owned(), "7".to_owned()),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn transaction_set_with_ttl_sets_it_and_without_clears_it() {
+    let (_gateway, mut kv) = start().await;
+    let client = direct().await;
+    let with_ttl = unique_key("tx-set-ttl");
+    let cleared = unique_key("tx-set-cleared");
+    client
+        .set::<(), _, _>(&cleared, "old", Some(Expiration::EX(600)), None, false)
+        .await
+        .unwrap();
+    let results = commit(
+        &mut kv,
+        vec![],
+        vec![set_ttl(&with_ttl, "v", secs(60)), set(&cleared, "new")],
+    )
+    .await;
+    assert_eq!(results, vec![1, 1]);
+    let ttl = client.pttl::<i64, _>(&with_ttl).await.unwrap();
+    assert!(ttl > 50_000 && ttl <= 60_000, "ttl {ttl}");
+    assert_eq!(client.pttl::<i64, _>(&cleared).await.unwrap(), -1);
+    assert_eq!(string_of(&client, &cleared).await.as_deref(), Some("new"));
+}
+
+#[tokio::test]
+async fn transaction_ops_see_earlier_ops() {
+    let (_gateway, mut kv) = start().await;
+    let client = direct().await;
+    let k = unique_key("tx-seq");
+    let h = unique_key("tx-seq-hash");
+    let fresh = unique_key("tx-seq-fresh");
+    client
+        .set::<(), _, _>(&fresh, "not a number", None, None, false)
+        .await
+        .unwrap();
+
+    let results = commit(
+        &mut kv,
+        vec![],
+        vec![
+            set(&k, "5"),
+            incrby(&k, 2),
+            incrby(&k, 3),
+            hset(&h, &[("f", "10")]),
+            hincrby(&h, "f", 5),
+            hdel(&h, &["f"]),
+            hincrby(&h, "f", 1),
+            // A key replaced within the transaction counts from its new value.
+            delete(&fresh),
+            incrby(&fresh, 4),
+        ],
+    )
+    .await;
+    assert_eq!(results, vec![1, 7, 10, 1, 15, 1, 1, 1, 4]);
+    assert_eq!(string_of(&client, &k).await.as_deref(), Some("10"));
+    assert_eq!(
+        hash_of(&client, &h).await,
+        HashMap::from([("f".to_owned(), "1".to_owned())])
+    );
+    assert_eq!(string_of(&client, &fresh).await.as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn transaction_sees_a_hash_emptied_by_hdel_as_gone() {
+    let (_gateway, mut kv) = start().await;
+    let client = direct().await;
+    let name = unique_key("tx-emptied");
+    client
+        .hset::<i64, _, _>(&name, vec![("a", "1"), ("b", "2")])
+        .await
+        .unwrap();
+    // Redis deletes a hash with its last field, so the key may then become a counter.
+    let results = commit(
+        &mut kv,
+        vec![],
+        vec![hdel(&name, &["a", "b", "a"]), incrby(&name, 5)],
+    )
+    .await;
+    assert_eq!(results, vec![2, 5]);
+    assert_eq!(string_of(&client, &name).await.as_deref(), Some("5"));
+
+    // A hash that keeps a field is still a hash: nothing is written.
+    client.del::<i64, _>(&name).await.unwrap();
+    client
+        .hset::<i64, _, _>(&name, vec![("a", "1"), ("b", "2")])
+        .await
+        .unwrap();
+    let result = run(&mut kv, vec![], vec![hdel(&name, &["a"]), incrby(&name, 5)]).await;
+    assert_status(result, Code::FailedPrecondition, "ops[1]");
+    assert_eq!(
+        hash_of(&client, &name).await.len(),
+        2,
+        "nothing was written"
+    );
+}
