@@ -5,12 +5,13 @@
 //!   fails fast with UNAVAILABLE when no connection is up, and classifies errors.
 //! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
 //! - Submodules: [`keys`] (namespaces), [`call`] (per-call budget), [`scripts`] (Lua),
-//!   [`embedded`] (the supervised private redis-server), [`transaction`] (KeyValue.Transaction
-//!   encoding).
+//!   [`embedded`] (the supervised private redis-server), [`scan`] (KeyValue.Scan paging),
+//!   [`transaction`] (KeyValue.Transaction encoding).
 
 pub mod call;
 pub mod embedded;
 pub mod keys;
+pub mod scan;
 pub mod scripts;
 pub mod transaction;
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Expiration, ExpireOptions, SetOptions, Value};
+use fred::types::{Expiration, ExpireOptions, SetOptions, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use crate::limits::{Limits, glob_pattern};
 use crate::pb::compare_and_swap_request::Expectation;
 use crate::pb::key_value_server::KeyValue;
 use crate::pb::{self, ttl_status};
+use crate::redis::scan::KeyScan;
 use crate::redis::scripts::{
     KV_COMPARE_AND_SWAP, KV_GET, KV_INCREMENT, KV_SET_MANY, KV_TRANSACTION,
 };
@@ -74,6 +75,11 @@ fn ttl_status(pttl: i64) -> pb::TtlStatus {
 /// A milliseconds TTL as the Lua scripts take it: digits, or empty for none.
 fn ttl_arg(ttl: Option<u64>) -> Value {
     Value::from(ttl.map(|ms| ms.to_string()).unwrap_or_default())
+}
+
+/// The Redis keys for a caller's keys.
+fn redis_keys(call: &Call, keys: &[String]) -> Vec<Key> {
+    keys.iter().map(|key| call.namespace.key(key)).collect()
 }
 
 /// Rejects an enum number the client's stubs know but this server does not.
@@ -210,7 +216,7 @@ impl KeyValue for KeyValueService {
         let call = self.call(&request);
         let request = request.into_inner();
         self.limits.keys("keys", &request.keys)?;
-        let keys: Vec<Key> = request.keys.iter().map(|k| call.namespace.key(k)).collect();
+        let keys = redis_keys(&call, &request.keys);
         let reply = self
             .redis
             .run(&call, Idempotency::Idempotent, |client| {
@@ -266,7 +272,7 @@ impl KeyValue for KeyValueService {
         let call = self.call(&request);
         let request = request.into_inner();
         self.limits.keys("keys", &request.keys)?;
-        let keys: Vec<Key> = request.keys.iter().map(|k| call.namespace.key(k)).collect();
+        let keys = redis_keys(&call, &request.keys);
         // UNLINK: same result as DEL, but Redis frees large values in the background.
         let deleted = self
             .redis
@@ -285,7 +291,7 @@ impl KeyValue for KeyValueService {
         let call = self.call(&request);
         let request = request.into_inner();
         self.limits.keys("keys", &request.keys)?;
-        let keys: Vec<Key> = request.keys.iter().map(|k| call.namespace.key(k)).collect();
+        let keys = redis_keys(&call, &request.keys);
         let count = self
             .redis
             .run(&call, Idempotency::Idempotent, |client| {
@@ -565,96 +571,5 @@ impl KeyValue for KeyValueService {
             )
             .await?;
         Ok(Response::new(transaction::decode(reply)?))
-    }
-}
-
-/// One running KeyValue.Scan.
-struct KeyScan {
-    redis: Redis,
-    /// The call's deadline and namespace.
-    call: Call,
-    /// MATCH pattern, already confined to the namespace.
-    match_pattern: String,
-    /// Keys per streamed page.
-    page_size: usize,
-    /// TYPE filter, or empty.
-    key_type: String,
-}
-
-impl KeyScan {
-    /// Runs SCAN to the end of the keyspace, sending full pages as they fill. Returns early,
-    /// without error, when the client goes away.
-    async fn stream_to(
-        &self,
-        pages: &mpsc::Sender<Result<pb::ScanResponse, Status>>,
-    ) -> Result<(), Error> {
-        let mut cursor = Bytes::from_static(b"0");
-        let mut page = Vec::with_capacity(self.page_size);
-        loop {
-            let (next_cursor, keys) = self.scan_once(cursor).await?;
-            for key in keys {
-                let key = key
-                    .into_bytes()
-                    .ok_or_else(|| Error::Internal("SCAN returned a non-string key".into()))?;
-                if let Some(name) = self.call.namespace.strip(&key) {
-                    page.push(name.into_owned());
-                }
-                if page.len() == self.page_size {
-                    let full = std::mem::replace(&mut page, Vec::with_capacity(self.page_size));
-                    if pages
-                        .send(Ok(pb::ScanResponse { keys: full }))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-            if next_cursor.as_ref() == b"0" {
-                break;
-            }
-            cursor = next_cursor;
-        }
-        if !page.is_empty() {
-            let _ = pages.send(Ok(pb::ScanResponse { keys: page })).await;
-        }
-        Ok(())
-    }
-
-    /// One SCAN step: the next cursor and the keys it returned.
-    async fn scan_once(&self, cursor: Bytes) -> Result<(Bytes, Vec<Value>), Error> {
-        let mut args = vec![
-            Value::Bytes(cursor),
-            Value::from("MATCH"),
-            Value::from(self.match_pattern.as_str()),
-            Value::from("COUNT"),
-            // A larger hint means fewer round trips when the pattern matches sparsely.
-            Value::Integer(self.page_size.max(DEFAULT_PAGE_SIZE as usize) as i64),
-        ];
-        if !self.key_type.is_empty() {
-            args.push(Value::from("TYPE"));
-            args.push(Value::from(self.key_type.as_str()));
-        }
-        let reply = self
-            .redis
-            .run(&self.call, Idempotency::Idempotent, |client| {
-                let args = args.clone();
-                async move {
-                    client
-                        .custom::<Value, Value>(
-                            CustomCommand::new_static("SCAN", ClusterHash::Random, false),
-                            args,
-                        )
-                        .await
-                }
-            })
-            .await?;
-        let mut parts = reply_array(reply)?.into_iter();
-        let next_cursor = parts
-            .next()
-            .and_then(Value::into_bytes)
-            .ok_or_else(|| Error::Internal("SCAN replied without a cursor".into()))?;
-        let keys = reply_array(parts.next().unwrap_or(Value::Null))?;
-        Ok((next_cursor, keys))
     }
 }
