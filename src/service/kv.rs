@@ -538,16 +538,20 @@ impl KeyValue for KeyValueService {
             key_type: request.r#type,
             call,
         };
-        let (pages, receiver) = mpsc::channel(2);
+        let (pages, receiver) = mpsc::channel(3);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // One slot is kept for the closing error, so a client that stopped reading cannot
+            // keep this task (and the drain) waiting to tell it why the scan ended.
+            let Ok(last_word) = pages.clone().reserve_owned().await else {
+                return;
+            };
             let outcome = tokio::select! {
                 outcome = scan.stream_to(&pages) => outcome,
                 () = shutdown.cancelled() => Err(Error::ShuttingDown),
             };
             if let Err(err) = outcome {
-                // The client may be gone already; then there is nobody to tell.
-                let _ = pages.send(Err(err.into())).await;
+                last_word.send(Err(err.into()));
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
