@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
 /// Parses a human duration such as `5s`, `250ms` or `30d`.
@@ -91,7 +92,7 @@ pub struct Config {
 
     /// Retry idempotent reads once when Redis times out or the connection drops, within the
     /// call's deadline. Writes that are not idempotent are never retried.
-    #[arg(long, env = "REDIS_RETRY_ON_TIMEOUT", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "REDIS_RETRY_ON_TIMEOUT", default_value = "false", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub redis_retry_on_timeout: bool,
 
     /// How long to wait for a Redis connection to be established.
@@ -104,7 +105,7 @@ pub struct Config {
 
     /// Start and supervise a private redis-server on a free loopback port instead of using an
     /// external Redis. Conflicts with REDIS_URL.
-    #[arg(long, env = "GATEWAY_EMBEDDED_REDIS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "GATEWAY_EMBEDDED_REDIS", default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub embedded_redis: bool,
 
     /// Where the embedded redis-server keeps its data (append-only file).
@@ -355,6 +356,21 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("topsecret"), "{printed}");
         assert!(!printed.contains("alsosecret"), "{printed}");
+    }
+
+    #[test]
+    fn boolean_settings_accept_the_usual_spellings() {
+        for (text, expected) in [
+            ("True", true),
+            ("1", true),
+            ("yes", true),
+            ("false", false),
+            ("0", false),
+        ] {
+            let config = Config::parse_from(["redis-gateway", "--redis-retry-on-timeout", text]);
+            assert_eq!(config.redis_retry_on_timeout, expected, "{text}");
+        }
+        assert!(Config::parse_from(["redis-gateway", "--embedded-redis"]).embedded_redis);
     }
 
     #[test]

@@ -280,3 +280,47 @@ async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
         .into_inner();
     assert_eq!(read.value, Bytes::from_static(b"small"));
 }
+
+/// A Get while Redis stalls for 650 ms, with a 400 ms command timeout and a 3 s deadline.
+async fn get_across_a_stall(retry_on_timeout: &str) -> Result<pb::GetResponse, tonic::Status> {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(
+        &redis.url(),
+        &[
+            "--redis-command-timeout",
+            "400ms",
+            "--redis-retry-on-timeout",
+            retry_on_timeout,
+        ],
+    )
+    .await;
+    let mut kv = gateway.kv().await;
+    kv.set(set("stalled", b"value")).await.expect("set");
+    let pid = Pid::from_raw(redis.pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("pause redis-server");
+    let resume = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        kill(pid, Signal::SIGCONT).expect("resume redis-server");
+    });
+    let reply = kv
+        .get(with_deadline(get("stalled"), Duration::from_secs(3)))
+        .await
+        .map(tonic::Response::into_inner);
+    resume.await.unwrap();
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_retried_once_after_a_timeout_only_when_configured() {
+    let without_retry = get_across_a_stall("false").await.expect_err("no retry");
+    assert_eq!(without_retry.code(), Code::Unavailable, "{without_retry:?}");
+    assert!(
+        without_retry.message().contains("did not answer within"),
+        "{without_retry:?}"
+    );
+
+    let with_retry = get_across_a_stall("true")
+        .await
+        .expect("the retry lands after Redis resumes");
+    assert_eq!(with_retry.value, Bytes::from_static(b"value"));
+}
