@@ -73,6 +73,41 @@ impl Links {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
+    /// Tracks client `index`'s connection events until the client is dropped. Unlike fred's
+    /// `on_error` helpers, a lagging receiver does not end the tracking.
+    async fn follow(self: Arc<Self>, index: usize, client: Client) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut errors = client.error_rx();
+        let mut connects = client.reconnect_rx();
+        drop(client);
+        loop {
+            tokio::select! {
+                event = errors.recv() => match event {
+                    Ok((error, server)) => {
+                        tracing::debug!(%error, ?server, "Redis connection error");
+                        self.mark_failed(index);
+                    }
+                    Err(RecvError::Lagged(_)) => self.mark_failed(index),
+                    Err(RecvError::Closed) => return,
+                },
+                event = connects.recv() => match event {
+                    Ok(server) => {
+                        tracing::debug!(%server, "Redis connection established");
+                        self.failed_at[index].store(0, Ordering::Relaxed);
+                    }
+                    // Missed events: fred's own state is the judge again.
+                    Err(RecvError::Lagged(_)) => self.failed_at[index].store(0, Ordering::Relaxed),
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    fn mark_failed(&self, index: usize) {
+        self.failed_at[index].store(self.now_ms(), Ordering::Relaxed);
+        self.failures[index].send_modify(|count| *count += 1);
+    }
+
     fn usable(&self, index: usize, client: &Client) -> bool {
         if !client.is_connected() {
             return false;
@@ -155,19 +190,7 @@ impl Redis {
             next: AtomicUsize::new(0),
         });
         for (index, client) in pool.clients().iter().enumerate() {
-            let on_error = links.clone();
-            client.on_error(move |(error, server)| {
-                tracing::debug!(%error, ?server, "Redis connection error");
-                on_error.failed_at[index].store(on_error.now_ms(), Ordering::Relaxed);
-                on_error.failures[index].send_modify(|count| *count += 1);
-                async { Ok(()) }
-            });
-            let on_reconnect = links.clone();
-            client.on_reconnect(move |server| {
-                tracing::debug!(%server, "Redis connection established");
-                on_reconnect.failed_at[index].store(0, Ordering::Relaxed);
-                async { Ok(()) }
-            });
+            tokio::spawn(links.clone().follow(index, client.clone()));
         }
         pool.connect();
         match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
