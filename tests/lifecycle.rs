@@ -83,9 +83,11 @@ async fn wait_until_serving(channel: Channel) {
     }
 }
 
-/// Runs the binary to completion and returns its exit code and stderr.
+/// Runs the binary (listening on a free port) to completion; returns its exit code and stderr.
 async fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
-    let child = spawn_gateway(args, envs);
+    let mut argv = vec!["--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let child = spawn_gateway(&argv, envs);
     let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("the gateway exits by itself")
