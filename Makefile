@@ -1,5 +1,6 @@
 # redis-gateway. The two commands a newcomer needs:
-#   make run    start the gateway on 127.0.0.1:50051 with its own embedded Redis
+#   make run    start the gateway on 127.0.0.1:50051; with its own embedded Redis unless
+#               REDIS_URL or REDIS_HOST names one
 #   make test   run every test (each installs what is missing first)
 # Also: make lint (rustfmt + clippy), make build (release binary).
 
@@ -9,7 +10,11 @@ CARGO ?= cargo
 
 run:
 	@scripts/install-deps.sh run
-	$(CARGO) run --release -- --embedded-redis
+	@if [ -n "$$REDIS_URL" ] || [ -n "$$REDIS_HOST" ]; then \
+		$(CARGO) run --release; \
+	else \
+		$(CARGO) run --release -- --embedded-redis; \
+	fi
 
 test:
 	@GRPCURL="$$(scripts/install-deps.sh test | tail -n 1)" && export GRPCURL && \
