@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .bytes(".redisgateway")
+        // Malformed requests are INVALID_ARGUMENT (see src/codec.rs).
+        .codec_path("crate::codec::GatewayCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

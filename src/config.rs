@@ -39,6 +39,10 @@ fn parse_byte_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// The largest GATEWAY_MAX_BATCH_ITEMS: a Transaction HSET of that many fields passes twice as
+/// many values to one command inside Lua, whose stack holds about 8000.
+pub const MAX_BATCH_ITEMS_LIMIT: usize = 3000;
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -133,7 +137,7 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
     pub max_request_bytes: usize,
 
-    /// Most keys, entries, fields or transaction steps in one call.
+    /// Most keys, entries, fields or transaction steps in one call (at most 3000).
     #[arg(long, env = "GATEWAY_MAX_BATCH_ITEMS", default_value_t = 1000)]
     pub max_batch_items: usize,
 
@@ -259,10 +263,13 @@ impl Config {
                 "must be larger than GATEWAY_MAX_VALUE_BYTES, or no maximal value fits in a request",
             ));
         }
-        if self.max_batch_items == 0 {
+        if !(1..=MAX_BATCH_ITEMS_LIMIT).contains(&self.max_batch_items) {
             return Err(ConfigError::new(
                 "--max-batch-items / GATEWAY_MAX_BATCH_ITEMS",
-                "must be at least 1",
+                format!(
+                    "must be between 1 and {MAX_BATCH_ITEMS_LIMIT} (Redis' Lua passes at most 8000 \
+                     values to one command)"
+                ),
             ));
         }
         Ok(())

@@ -133,12 +133,12 @@ impl Error {
                     outcome_unknown: may_have_applied,
                 }
             }
-            _ => Self::from_redis_reply(details, may_have_applied),
+            _ => Self::from_redis_reply(details),
         }
     }
 
     /// Classifies an error reply from Redis (or from one of our scripts) by its prefix.
-    fn from_redis_reply(details: &str, may_have_applied: bool) -> Self {
+    fn from_redis_reply(details: &str) -> Self {
         let (prefix, rest) = details.split_once(' ').unwrap_or((details, ""));
         match prefix {
             "WRONGTYPE" => Self::FailedPrecondition(
@@ -159,10 +159,11 @@ impl Error {
             }
             // Raised by our own Lua scripts: `GWTYPE <message>`.
             "GWTYPE" => Self::FailedPrecondition(strip_script_location(rest).into()),
+            // Redis refused these before running the command: the outcome is known.
             "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN" => {
                 Self::Unavailable {
                     message: format!("Redis cannot serve now: {}", first_words(details)),
-                    outcome_unknown: may_have_applied && prefix != "LOADING",
+                    outcome_unknown: false,
                 }
             }
             _ if details.contains("value is not an integer or out of range") => Self::invalid(

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`codec`]: prost, with undecodable requests reported as INVALID_ARGUMENT.
 //! - [`config`]: every setting, as flags and environment variables (clap), and their checks.
 //! - [`server`]: wiring — services, health, reflection, the Redis health probe, graceful
 //!   shutdown with a bounded drain. [`server::run`] is what the binary and the tests call.
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: logging setup.
 //! - [`pb`]: code generated from `proto/redisgateway/v1/*.proto`, and its descriptor set.
 
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod limits;

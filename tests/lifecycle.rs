@@ -254,6 +254,11 @@ async fn invalid_configuration_exits_2_naming_the_setting() {
             &[("REDIS_MAX_CONNECTIONS", "0")],
             "REDIS_MAX_CONNECTIONS",
         ),
+        (
+            &[],
+            &[("GATEWAY_MAX_BATCH_ITEMS", "5000")],
+            "GATEWAY_MAX_BATCH_ITEMS",
+        ),
     ];
     for (args, envs, setting) in cases {
         let (code, stderr) = run_to_exit(args, envs).await;

@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::keys::Namespace;
 
+/// The most taken off a client's deadline (see `Call::deadline_margin`).
+const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
 /// What one gRPC call brings to the Redis layer.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -11,6 +14,10 @@ pub struct Call {
     grpc_deadline: Option<Instant>,
     /// Longest time one Redis command may take.
     command_timeout: Duration,
+    /// Taken off the client's deadline: tonic's own deadline timer started when the request
+    /// arrived, a little before this call's clock, and the gateway must answer first so the
+    /// client gets DEADLINE_EXCEEDED (with its outcome-unknown note), not a bare CANCELLED.
+    deadline_margin: Duration,
     /// The key prefix that confines this caller.
     pub namespace: Namespace,
 }
@@ -36,6 +43,9 @@ impl Call {
         Self {
             grpc_deadline: grpc_timeout.map(|timeout| Instant::now() + timeout),
             command_timeout,
+            deadline_margin: grpc_timeout
+                .map(|timeout| (timeout / 10).min(MAX_DEADLINE_MARGIN))
+                .unwrap_or_default(),
             namespace,
         }
     }
@@ -44,7 +54,9 @@ impl Call {
     pub fn budget(&self) -> Budget {
         match self.grpc_deadline {
             Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(self.deadline_margin);
                 if left < self.command_timeout {
                     Budget {
                         timeout: left,

@@ -193,18 +193,23 @@ async fn supervise(launch: Launch, child: Child, stop: CancellationToken) {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            match launch.spawn() {
-                Ok(spawned) => match launch.wait_ready(spawned).await {
-                    Ok(ready) => {
-                        tracing::info!(port = launch.port, "embedded redis-server restarted");
-                        backoff = Duration::from_millis(100);
-                        child = Some(ready);
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "restarting the embedded redis-server")
-                    }
+            let restarted = match launch.spawn() {
+                // A shutdown during the restart drops the half-started child (kill on drop).
+                Ok(spawned) => tokio::select! {
+                    () = stop.cancelled() => return,
+                    ready = launch.wait_ready(spawned) => ready,
                 },
-                Err(err) => tracing::error!(error = %err, "restarting the embedded redis-server"),
+                Err(err) => Err(err),
+            };
+            match restarted {
+                Ok(ready) => {
+                    tracing::info!(port = launch.port, "embedded redis-server restarted");
+                    backoff = Duration::from_millis(100);
+                    child = Some(ready);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "restarting the embedded redis-server")
+                }
             }
             continue;
         };

@@ -30,10 +30,11 @@ impl Namespace {
         }
     }
 
-    /// The caller's name for a Redis key, or `None` when the key lies outside the namespace.
-    pub fn strip<'a>(&self, redis_key: &'a [u8]) -> Option<std::borrow::Cow<'a, str>> {
+    /// The caller's name for a Redis key, or `None` when the key lies outside the namespace
+    /// or is not UTF-8 (the API's keys are strings, so such a key could not be named back).
+    pub fn strip<'a>(&self, redis_key: &'a [u8]) -> Option<&'a str> {
         let rest = redis_key.strip_prefix(self.prefix.as_bytes())?;
-        Some(String::from_utf8_lossy(rest))
+        std::str::from_utf8(rest).ok()
     }
 
     /// A SCAN MATCH pattern confined to the namespace: the prefix, glob-escaped, then the
@@ -59,8 +60,9 @@ mod tests {
     fn keys_are_prefixed_and_stripped() {
         let tenant = Namespace::new("t1:");
         assert_eq!(tenant.key("a").as_bytes(), b"t1:a");
-        assert_eq!(tenant.strip(b"t1:a").as_deref(), Some("a"));
+        assert_eq!(tenant.strip(b"t1:a"), Some("a"));
         assert_eq!(tenant.strip(b"t2:a"), None);
+        assert_eq!(tenant.strip(b"t1:\xff"), None);
         assert_eq!(Namespace::default().key("a").as_bytes(), b"a");
     }
 

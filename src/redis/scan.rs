@@ -44,7 +44,7 @@ impl KeyScan {
                     .into_bytes()
                     .ok_or_else(|| Error::Internal("SCAN returned a non-string key".into()))?;
                 if let Some(name) = self.call.namespace.strip(&key) {
-                    page.push(name.into_owned());
+                    page.push(name.to_owned());
                 }
                 if page.len() == self.page_size {
                     let full = std::mem::replace(&mut page, Vec::with_capacity(self.page_size));

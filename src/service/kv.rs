@@ -511,7 +511,7 @@ impl KeyValue for KeyValueService {
         };
         glob_pattern("pattern", &pattern, self.limits.max_key_bytes)?;
         let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
+            0 => DEFAULT_PAGE_SIZE.min(self.limits.max_batch_items as u32),
             size if size as usize > self.limits.max_batch_items => {
                 return Err(Error::invalid(
                     "page_size",

@@ -394,3 +394,30 @@ async fn unknown_enum_values_are_invalid_arguments() {
     assert_persistent(&mut kv, &key).await;
     assert_still_serves(&mut kv).await;
 }
+
+/// GetRequest as raw protobuf, so a test can send a `key` that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawGetRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_invalid_arguments_naming_the_field() {
+    let (gateway, mut kv) = start().await;
+    let mut grpc = tonic::client::Grpc::new(gateway.channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(RawGetRequest {
+                key: vec![0xff, 0xfe],
+            }),
+            "/redisgateway.v1.KeyValue/Get".parse().unwrap(),
+            tonic_prost::ProstCodec::<RawGetRequest, pb::GetResponse>::default(),
+        )
+        .await
+        .expect_err("a key that is not UTF-8");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("GetRequest.key"), "{status:?}");
+    assert_still_serves(&mut kv).await;
+}

@@ -147,3 +147,45 @@ async fn scan_type_filter_returns_only_keys_of_that_type() {
         HashSet::from([string, hash, list])
     );
 }
+
+#[tokio::test]
+async fn scan_default_pages_respect_a_lower_batch_limit() {
+    let gateway = crate::common::Gateway::start(
+        &crate::common::shared_redis().url(),
+        &["--max-batch-items", "50"],
+    )
+    .await;
+    let mut kv = gateway.kv().await;
+    let prefix = unique_key("scan-small");
+    let keys: Vec<(String, &str)> = (0..120).map(|i| (format!("{prefix}:{i}"), "v")).collect();
+    let _: () = direct().await.mset(keys).await.unwrap();
+    let pages = scan_pages(&mut kv, &format!("{prefix}:*"), 0, "").await;
+    assert!(
+        pages.iter().all(|page| page.len() <= 50),
+        "{:?}",
+        pages.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(pages.iter().map(Vec::len).sum::<usize>(), 120);
+}
+
+#[tokio::test]
+async fn scan_skips_keys_that_are_not_utf8() {
+    let (_gateway, mut kv) = start().await;
+    let prefix = unique_key("scan-binary");
+    let client = direct().await;
+    let mut binary_key = format!("{prefix}:").into_bytes();
+    binary_key.push(0xff);
+    let _: () = client
+        .set(
+            Key::from(bytes::Bytes::from(binary_key)),
+            "v",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    set(&mut kv, &format!("{prefix}:text"), "v").await;
+    let found = scan_set(&mut kv, &format!("{prefix}:*"), "").await;
+    assert_eq!(found, HashSet::from([format!("{prefix}:text")]));
+}

@@ -165,3 +165,25 @@ async fn transaction_sees_a_hash_emptied_by_hdel_as_gone() {
         "nothing was written"
     );
 }
+
+#[tokio::test]
+async fn transaction_commits_the_largest_batch_the_limit_allows() {
+    let gateway = crate::common::Gateway::start(
+        &crate::common::shared_redis().url(),
+        &["--max-batch-items", "3000"],
+    )
+    .await;
+    let mut kv = gateway.kv().await;
+    let counter = unique_key("tx-big-counter");
+    let name = unique_key("tx-big-hash");
+    let names: Vec<String> = (0..3000).map(|i| format!("f{i}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|f| (f.as_str(), "v")).collect();
+    let results = commit(
+        &mut kv,
+        vec![],
+        vec![incrby(&counter, 1), hset(&name, &fields)],
+    )
+    .await;
+    assert_eq!(results, vec![1, 3000]);
+    assert_eq!(hash_of(&direct().await, &name).await.len(), 3000);
+}
