@@ -298,6 +298,13 @@ impl Drop for Gateway {
     }
 }
 
+/// A gateway with extra command-line `args` over the shared Redis, and a KeyValue client to it.
+pub async fn start_with(args: &[&str]) -> (Gateway, KeyValueClient<Channel>) {
+    let gateway = Gateway::start(&shared_redis().url(), args).await;
+    let kv = gateway.kv().await;
+    (gateway, kv)
+}
+
 /// A request with a gRPC deadline.
 pub fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

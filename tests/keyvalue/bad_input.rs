@@ -9,99 +9,26 @@ use redis_gateway::pb;
 use redis_gateway::pb::compare_and_swap_request::Expectation;
 use tonic::Code;
 
-use crate::common::{Gateway, duration, shared_redis, unique_key};
+use crate::common::{Gateway, duration, unique_key};
 use crate::support::{
-    Kv, assert_persistent, assert_still_serves, bytes, direct, get, secs, set, start,
+    Kv, assert_code, assert_persistent, assert_status, assert_still_serves, bytes, cas_request,
+    direct, entry, expire_request, get, get_request, increment_request, scan_request, secs, set,
+    set_many_request, set_request, start, start_with,
 };
 
 /// A gateway with small limits, for the bad-input tests.
 async fn start_small() -> (Gateway, Kv) {
-    let gateway = Gateway::start(
-        &shared_redis().url(),
-        &[
-            "--max-key-bytes",
-            "16",
-            "--max-value-bytes",
-            "32",
-            "--max-batch-items",
-            "3",
-            "--max-ttl",
-            "1h",
-        ],
-    )
-    .await;
-    let kv = gateway.kv().await;
-    (gateway, kv)
-}
-
-// Request builders: the named fields set, everything else default.
-
-fn get_request(key: &str) -> pb::GetRequest {
-    pb::GetRequest {
-        key: key.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn set_request(key: &str, value: impl AsRef<[u8]>) -> pb::SetRequest {
-    pb::SetRequest {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_ref()),
-        ..Default::default()
-    }
-}
-
-fn entry(key: &str, value: impl AsRef<[u8]>) -> pb::KeyValueEntry {
-    pb::KeyValueEntry {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_ref()),
-    }
-}
-
-fn set_many_request(
-    entries: Vec<pb::KeyValueEntry>,
-    ttl: Option<prost_types::Duration>,
-    if_none_exist: bool,
-) -> pb::SetManyRequest {
-    pb::SetManyRequest {
-        entries,
-        ttl,
-        if_none_exist,
-    }
-}
-
-fn expire_request(key: &str, ttl: Option<prost_types::Duration>) -> pb::ExpireRequest {
-    pb::ExpireRequest {
-        key: key.to_owned(),
-        ttl,
-        ..Default::default()
-    }
-}
-
-fn increment_request(
-    key: &str,
-    delta: i64,
-    ttl: Option<prost_types::Duration>,
-) -> pb::IncrementRequest {
-    pb::IncrementRequest {
-        key: key.to_owned(),
-        delta,
-        ttl,
-    }
-}
-
-fn cas_request(
-    key: &str,
-    expectation: Expectation,
-    value: impl AsRef<[u8]>,
-) -> pb::CompareAndSwapRequest {
-    pb::CompareAndSwapRequest {
-        key: key.to_owned(),
-        expectation: Some(expectation),
-        value: Bytes::copy_from_slice(value.as_ref()),
-        ttl: None,
-        keep_ttl: false,
-    }
+    start_with(&[
+        "--max-key-bytes",
+        "16",
+        "--max-value-bytes",
+        "32",
+        "--max-batch-items",
+        "3",
+        "--max-ttl",
+        "1h",
+    ])
+    .await
 }
 
 /// Asserts INVALID_ARGUMENT whose message starts with the offending field's name.
@@ -110,13 +37,7 @@ fn assert_invalid<T: std::fmt::Debug>(
     result: Result<tonic::Response<T>, tonic::Status>,
     field: &str,
 ) {
-    let status = result.expect_err("expected INVALID_ARGUMENT");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "message {:?} should name `{field}`",
-        status.message()
-    );
+    assert_status(result, Code::InvalidArgument, field);
 }
 
 #[tokio::test]
@@ -151,13 +72,8 @@ async fn empty_and_oversized_keys_are_invalid_arguments_naming_the_field() {
         assert_invalid(kv.set_many(set_many).await, "entries[1].key");
     }
     // Exactly --max-key-bytes is fine.
-    assert!(
-        kv.set(set_request(&fits, "v"))
-            .await
-            .unwrap()
-            .into_inner()
-            .applied
-    );
+    let reply = kv.set(set_request(&fits, "v")).await.unwrap().into_inner();
+    assert!(reply.applied);
     assert_eq!(get(&mut kv, &fits).await.value, "v");
     assert_still_serves(&mut kv).await;
 }
@@ -172,13 +88,8 @@ async fn oversized_values_are_invalid_arguments_naming_the_field() {
     assert_invalid(kv.set(set_request(&key, &big)).await, "value");
     assert!(!get(&mut kv, &key).await.found);
     // Exactly --max-value-bytes is fine.
-    assert!(
-        kv.set(set_request(&key, &fits))
-            .await
-            .unwrap()
-            .into_inner()
-            .applied
-    );
+    let reply = kv.set(set_request(&key, &fits)).await.unwrap().into_inner();
+    assert!(reply.applied);
     let set_many = set_many_request(vec![entry(&key, "small"), entry(&key, &big)], None, false);
     assert_invalid(kv.set_many(set_many).await, "entries[1].value");
     let cas = cas_request(&key, Expectation::Expected(Bytes::from(fits.clone())), &big);
@@ -214,12 +125,7 @@ async fn oversized_and_empty_batches_are_invalid_arguments_naming_the_field() {
     let set_many = set_many_request(entries(3), None, false);
     assert!(kv.set_many(set_many).await.unwrap().into_inner().applied);
     // Scan pages are bounded the same way.
-    let scan = pb::ScanRequest {
-        pattern: "b*".into(),
-        page_size: 4,
-        r#type: String::new(),
-    };
-    assert_invalid(kv.scan(scan).await, "page_size");
+    assert_invalid(kv.scan(scan_request("b*", 4, "")).await, "page_size");
     assert_still_serves(&mut kv).await;
 }
 
@@ -348,11 +254,7 @@ async fn increment_overflow_is_an_invalid_argument_and_changes_nothing() {
 #[tokio::test]
 async fn malformed_scan_pattern_and_unknown_type_are_invalid_arguments() {
     let (_gateway, mut kv) = start().await;
-    let scan = |pattern: &str, key_type: &str| pb::ScanRequest {
-        pattern: pattern.to_owned(),
-        page_size: 10,
-        r#type: key_type.to_owned(),
-    };
+    let scan = |pattern: &str, key_type: &str| scan_request(pattern, 10, key_type);
     assert_invalid(kv.scan(scan("[abc", "")).await, "pattern");
     assert_invalid(kv.scan(scan("user:*\\", "")).await, "pattern");
     assert_invalid(kv.scan(scan("x", "tree")).await, "type");
@@ -407,7 +309,7 @@ async fn undecodable_requests_are_invalid_arguments_naming_the_field() {
     let (gateway, mut kv) = start().await;
     let mut grpc = tonic::client::Grpc::new(gateway.channel().await);
     grpc.ready().await.unwrap();
-    let status = grpc
+    let result = grpc
         .unary(
             tonic::Request::new(RawGetRequest {
                 key: vec![0xff, 0xfe],
@@ -415,9 +317,8 @@ async fn undecodable_requests_are_invalid_arguments_naming_the_field() {
             "/redisgateway.v1.KeyValue/Get".parse().unwrap(),
             tonic_prost::ProstCodec::<RawGetRequest, pb::GetResponse>::default(),
         )
-        .await
-        .expect_err("a key that is not UTF-8");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        .await;
+    let status = assert_code(result, Code::InvalidArgument);
     assert!(status.message().contains("GetRequest.key"), "{status:?}");
     assert_still_serves(&mut kv).await;
 }

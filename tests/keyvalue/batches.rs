@@ -8,7 +8,8 @@ use redis_gateway::pb::ttl_status::State;
 
 use crate::common::unique_key;
 use crate::support::{
-    as_millis, assert_expiring, assert_persistent, bytes, direct, get, secs, set, set_with_ttl,
+    assert_expiring, assert_expiring_status, assert_persistent, bytes, create_hash, delete, direct,
+    entry, exists, get, get_with, secs, set, set_many, set_many_entries, set_request, set_with_ttl,
     start, ttl_of,
 };
 
@@ -24,11 +25,7 @@ async fn get_many_preserves_order_and_reports_missing_keys() {
     let hash = unique_key("gm-hash");
     set(&mut kv, &a, "A").await;
     set(&mut kv, &b, "").await;
-    direct()
-        .await
-        .hset::<i64, _, _>(&hash, ("f", "v"))
-        .await
-        .unwrap();
+    create_hash(&hash).await;
 
     let keys = vec![b.clone(), missing, a.clone(), hash, a];
     let reply = kv
@@ -60,28 +57,9 @@ async fn set_many_writes_every_entry() {
     let a = unique_key("sm-a");
     let b = unique_key("sm-b");
     set_with_ttl(&mut kv, &b, "old", secs(3600)).await;
-    let reply = kv
-        .set_many(pb::SetManyRequest {
-            entries: vec![
-                pb::KeyValueEntry {
-                    key: a.clone(),
-                    value: bytes("1"),
-                },
-                pb::KeyValueEntry {
-                    key: b.clone(),
-                    value: bytes("2"),
-                },
-                // A key named twice takes its last value.
-                pb::KeyValueEntry {
-                    key: a.clone(),
-                    value: bytes("3"),
-                },
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // A key named twice takes its last value.
+    let entries = vec![entry(&a, "1"), entry(&b, "2"), entry(&a, "3")];
+    let reply = set_many_entries(&mut kv, entries, None, false).await;
     assert!(reply.applied);
     assert_eq!(get(&mut kv, &a).await.value, "3");
     assert_eq!(get(&mut kv, &b).await.value, "2");
@@ -94,21 +72,7 @@ async fn set_many_writes_every_entry() {
 async fn set_many_ttl_applies_to_every_key() {
     let (_gateway, mut kv) = start().await;
     let keys = [unique_key("sm-ttl"), unique_key("sm-ttl")];
-    let reply = kv
-        .set_many(pb::SetManyRequest {
-            entries: keys
-                .iter()
-                .map(|key| pb::KeyValueEntry {
-                    key: key.clone(),
-                    value: bytes("v"),
-                })
-                .collect(),
-            ttl: secs(60),
-            if_none_exist: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = set_many(&mut kv, &keys, "v", secs(60), false).await;
     assert!(reply.applied);
     for key in &keys {
         assert_expiring(&mut kv, key, 50_000, 60_000).await;
@@ -121,24 +85,7 @@ async fn set_many_if_none_exist_writes_nothing_when_one_key_exists() {
     let fresh = unique_key("nx-fresh");
     let existing = unique_key("nx-existing");
     set(&mut kv, &existing, "keep").await;
-    let reply = kv
-        .set_many(pb::SetManyRequest {
-            entries: vec![
-                pb::KeyValueEntry {
-                    key: fresh.clone(),
-                    value: bytes("new"),
-                },
-                pb::KeyValueEntry {
-                    key: existing.clone(),
-                    value: bytes("new"),
-                },
-            ],
-            ttl: secs(60),
-            if_none_exist: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = set_many(&mut kv, &[&fresh, &existing], "new", secs(60), true).await;
     assert!(!reply.applied);
     assert!(!get(&mut kv, &fresh).await.found);
     assert_eq!(get(&mut kv, &existing).await.value, "keep");
@@ -149,21 +96,8 @@ async fn set_many_if_none_exist_writes_nothing_when_one_key_exists() {
 async fn set_many_if_none_exist_writes_all_when_none_exists() {
     let (_gateway, mut kv) = start().await;
     let keys = [unique_key("nx-all"), unique_key("nx-all")];
-    let reply = kv
-        .set_many(pb::SetManyRequest {
-            entries: keys
-                .iter()
-                .map(|key| pb::KeyValueEntry {
-                    key: key.clone(),
-                    value: bytes(key),
-                })
-                .collect(),
-            ttl: None,
-            if_none_exist: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let entries = keys.iter().map(|key| entry(key, key)).collect();
+    let reply = set_many_entries(&mut kv, entries, None, true).await;
     assert!(reply.applied);
     for key in &keys {
         assert_eq!(get(&mut kv, key).await.value, key.as_str());
@@ -178,34 +112,19 @@ async fn delete_counts_the_keys_that_existed() {
     let hash = unique_key("del-hash");
     set(&mut kv, &a, "1").await;
     set(&mut kv, &b, "2").await;
-    direct()
-        .await
-        .hset::<i64, _, _>(&hash, ("f", "v"))
-        .await
-        .unwrap();
-    let reply = kv
-        .delete(pb::DeleteRequest {
-            keys: vec![
-                a.clone(),
-                unique_key("del-missing"),
-                b.clone(),
-                hash.clone(),
-            ],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.deleted, 3);
+    create_hash(&hash).await;
+    let keys = vec![
+        a.clone(),
+        unique_key("del-missing"),
+        b.clone(),
+        hash.clone(),
+    ];
+    assert_eq!(delete(&mut kv, keys).await, 3);
     assert!(!get(&mut kv, &a).await.found);
     assert!(!get(&mut kv, &b).await.found);
     assert_eq!(direct().await.exists::<i64, _>(&hash).await.unwrap(), 0);
 
-    let again = kv
-        .delete(pb::DeleteRequest { keys: vec![a] })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again.deleted, 0);
+    assert_eq!(delete(&mut kv, vec![a]).await, 0);
 }
 
 #[tokio::test]
@@ -214,28 +133,12 @@ async fn exists_counts_duplicates_twice() {
     let a = unique_key("ex-a");
     let hash = unique_key("ex-hash");
     set(&mut kv, &a, "1").await;
-    direct()
-        .await
-        .hset::<i64, _, _>(&hash, ("f", "v"))
-        .await
-        .unwrap();
-    let count = |keys: Vec<String>| {
-        let mut kv = kv.clone();
-        async move {
-            kv.exists(pb::ExistsRequest { keys })
-                .await
-                .unwrap()
-                .into_inner()
-                .count
-        }
-    };
-    assert_eq!(count(vec![a.clone()]).await, 1);
-    assert_eq!(count(vec![a.clone(), a.clone()]).await, 2);
-    assert_eq!(
-        count(vec![a.clone(), unique_key("ex-missing"), a.clone(), hash]).await,
-        3
-    );
-    assert_eq!(count(vec![unique_key("ex-missing")]).await, 0);
+    create_hash(&hash).await;
+    assert_eq!(exists(&mut kv, vec![a.clone()]).await, 1);
+    assert_eq!(exists(&mut kv, vec![a.clone(), a.clone()]).await, 2);
+    let keys = vec![a.clone(), unique_key("ex-missing"), a.clone(), hash];
+    assert_eq!(exists(&mut kv, keys).await, 3);
+    assert_eq!(exists(&mut kv, vec![unique_key("ex-missing")]).await, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,34 +149,17 @@ async fn task_result_is_cached_as_json_for_an_hour() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("task-result");
     let json: &[u8] = br#"{"task_id":"7f9c2b","status":"succeeded","result":{"rows":42,"files":["a.csv","b.csv"],"ratio":0.25,"note":"caf\u00e9 \"quoted\""},"finished_at":"2024-05-01T12:00:00Z"}"#;
-    let reply = kv
-        .set(pb::SetRequest {
-            key: key.clone(),
-            value: Bytes::from_static(json),
-            ttl: secs(3600),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.applied);
+    let request = pb::SetRequest {
+        ttl: secs(3600),
+        ..set_request(&key, json)
+    };
+    assert!(kv.set(request).await.unwrap().into_inner().applied);
 
-    let got = kv
-        .get(pb::GetRequest {
-            key: key.clone(),
-            include_ttl: true,
-            refresh_ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_with(&mut kv, &key, true, None).await;
     assert!(got.found);
     // Byte-identical, so it parses back as the very same JSON document.
     assert_eq!(got.value.as_ref(), json);
-    let status = got.ttl.unwrap();
-    assert_eq!(status.state(), State::Expiring);
-    let ttl = as_millis(status.ttl.as_ref().unwrap());
-    assert!(ttl > 3_590_000 && ttl <= 3_600_000, "ttl {ttl}");
+    assert_expiring_status(got.ttl, 3_590_000, 3_600_000);
 }
 
 #[tokio::test]
@@ -281,30 +167,11 @@ async fn several_keys_are_checked_expired_and_deleted_at_once() {
     let (_gateway, mut kv) = start().await;
     let keys: Vec<String> = (0..3).map(|_| unique_key("several")).collect();
     let missing = unique_key("several-missing");
-    let reply = kv
-        .set_many(pb::SetManyRequest {
-            entries: keys
-                .iter()
-                .map(|key| pb::KeyValueEntry {
-                    key: key.clone(),
-                    value: bytes("v"),
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.applied);
+    assert!(set_many(&mut kv, &keys, "v", None, false).await.applied);
 
     let mut all = keys.clone();
     all.push(missing.clone());
-    let exists = kv
-        .exists(pb::ExistsRequest { keys: all.clone() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(exists.count, 3);
+    assert_eq!(exists(&mut kv, all.clone()).await, 3);
 
     // Expire them all in one atomic step.
     let expired = kv
@@ -333,16 +200,6 @@ async fn several_keys_are_checked_expired_and_deleted_at_once() {
     }
     assert_eq!(ttl_of(&mut kv, &missing).await, (State::Missing, None));
 
-    let deleted = kv
-        .delete(pb::DeleteRequest { keys: all.clone() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(deleted.deleted, 3);
-    let exists = kv
-        .exists(pb::ExistsRequest { keys: all })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(exists.count, 0);
+    assert_eq!(delete(&mut kv, all.clone()).await, 3);
+    assert_eq!(exists(&mut kv, all).await, 0);
 }

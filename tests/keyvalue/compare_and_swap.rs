@@ -10,25 +10,23 @@ use redis_gateway::pb::compare_and_swap_request::Expectation;
 
 use crate::common::unique_key;
 use crate::support::{
-    Kv, assert_expiring, assert_persistent, bytes, direct, get, secs, set, set_with_ttl, start,
+    Kv, assert_expiring, assert_persistent, bytes, cas_request, direct, get, secs, set,
+    set_with_ttl, start,
 };
 
+/// A CompareAndSwap that must answer.
+async fn swap(kv: &mut Kv, request: pb::CompareAndSwapRequest) -> pb::CompareAndSwapResponse {
+    kv.compare_and_swap(request).await.unwrap().into_inner()
+}
+
+/// A CompareAndSwap without TTL or keep_ttl.
 async fn cas(
     kv: &mut Kv,
     key: &str,
     expectation: Expectation,
     value: &str,
 ) -> pb::CompareAndSwapResponse {
-    kv.compare_and_swap(pb::CompareAndSwapRequest {
-        key: key.to_owned(),
-        expectation: Some(expectation),
-        value: bytes(value),
-        ttl: None,
-        keep_ttl: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
+    swap(kv, cas_request(key, expectation, value)).await
 }
 
 #[tokio::test]
@@ -104,46 +102,28 @@ async fn compare_and_swap_ttl_keep_ttl_and_default_clear() {
     let key = unique_key("cas-ttl");
     set(&mut kv, &key, "v1").await;
     let request = |expected: &str, value: &str, ttl, keep_ttl| pb::CompareAndSwapRequest {
-        key: key.clone(),
-        expectation: Some(Expectation::Expected(bytes(expected))),
-        value: bytes(value),
         ttl,
         keep_ttl,
+        ..cas_request(&key, Expectation::Expected(bytes(expected)), value)
     };
 
-    let reply = kv
-        .compare_and_swap(request("v1", "v2", secs(100), false))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = swap(&mut kv, request("v1", "v2", secs(100), false)).await;
     assert!(reply.swapped);
     assert_expiring(&mut kv, &key, 90_000, 100_000).await;
 
-    let reply = kv
-        .compare_and_swap(request("v2", "v3", None, true))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = swap(&mut kv, request("v2", "v3", None, true)).await;
     assert!(reply.swapped);
     assert_eq!(get(&mut kv, &key).await.value, "v3");
     assert_expiring(&mut kv, &key, 90_000, 100_000).await;
 
-    let reply = kv
-        .compare_and_swap(request("v3", "v4", None, false))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = swap(&mut kv, request("v3", "v4", None, false)).await;
     assert!(reply.swapped);
     assert_eq!(get(&mut kv, &key).await.value, "v4");
     assert_persistent(&mut kv, &key).await;
 
     // A failed swap leaves the TTL alone.
     set_with_ttl(&mut kv, &key, "v5", secs(100)).await;
-    let reply = kv
-        .compare_and_swap(request("nope", "v6", secs(3600), false))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = swap(&mut kv, request("nope", "v6", secs(3600), false)).await;
     assert!(!reply.swapped);
     assert_expiring(&mut kv, &key, 90_000, 100_000).await;
 }
@@ -173,17 +153,8 @@ async fn compare_and_swap_lets_exactly_one_concurrent_writer_win_each_round() {
                 let mine = format!("round{round}-writer{writer}");
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    let reply = client
-                        .compare_and_swap(pb::CompareAndSwapRequest {
-                            key,
-                            expectation: Some(Expectation::Expected(bytes(&expected))),
-                            value: bytes(&mine),
-                            ttl: None,
-                            keep_ttl: false,
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner();
+                    let expectation = Expectation::Expected(bytes(&expected));
+                    let reply = cas(&mut client, &key, expectation, &mine).await;
                     (mine, reply)
                 })
             })

@@ -6,19 +6,27 @@ use redis_gateway::pb;
 
 use crate::common::unique_key;
 use crate::support::{
-    Kv, assert_expiring, assert_persistent, get, millis, secs, set, start, wait_until_gone,
+    Kv, assert_expiring, assert_persistent, get, increment_request, millis, secs, set, start,
+    wait_until_gone,
 };
 
+/// Increment of `key` by `delta`; the new value.
 async fn increment(kv: &mut Kv, key: &str, delta: i64, ttl: Option<prost_types::Duration>) -> i64 {
-    kv.increment(pb::IncrementRequest {
+    let request = increment_request(key, delta, ttl);
+    kv.increment(request).await.unwrap().into_inner().value
+}
+
+/// IncrementFloat of `key` by `delta`; the new value.
+async fn increment_float(kv: &mut Kv, key: &str, delta: f64) -> f64 {
+    let request = pb::IncrementFloatRequest {
         key: key.to_owned(),
         delta,
-        ttl,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .value
+    };
+    kv.increment_float(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .value
 }
 
 #[tokio::test]
@@ -88,32 +96,12 @@ async fn increment_window_restarts_after_it_expires() {
 async fn increment_float_adds_to_a_value_starting_at_zero() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("incrf");
-    let add = |delta: f64| {
-        let mut kv = kv.clone();
-        let key = key.clone();
-        async move {
-            kv.increment_float(pb::IncrementFloatRequest { key, delta })
-                .await
-                .unwrap()
-                .into_inner()
-                .value
-        }
-    };
-    assert_eq!(add(1.5).await, 1.5);
-    assert_eq!(add(2.25).await, 3.75);
-    assert_eq!(add(-4.0).await, -0.25);
+    assert_eq!(increment_float(&mut kv, &key, 1.5).await, 1.5);
+    assert_eq!(increment_float(&mut kv, &key, 2.25).await, 3.75);
+    assert_eq!(increment_float(&mut kv, &key, -4.0).await, -0.25);
     assert_eq!(get(&mut kv, &key).await.value, "-0.25");
 
     let integer = unique_key("incrf-int");
     set(&mut kv, &integer, "10").await;
-    let value = kv
-        .increment_float(pb::IncrementFloatRequest {
-            key: integer,
-            delta: 0.5,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .value;
-    assert_eq!(value, 10.5);
+    assert_eq!(increment_float(&mut kv, &integer, 0.5).await, 10.5);
 }

@@ -3,12 +3,28 @@
 
 use bytes::Bytes;
 use redis_gateway::pb;
+use redis_gateway::pb::set_request::Condition;
 use redis_gateway::pb::ttl_status::State;
 
 use crate::common::{Gateway, shared_redis, unique_key};
 use crate::support::{
-    as_millis, assert_expiring, assert_persistent, bytes, get, secs, set, set_with_ttl, start,
+    assert_expiring, assert_expiring_status, assert_persistent, get, get_with, secs, set,
+    set_request, set_with_ttl, start,
 };
+
+/// A SetRequest of `value` at `key` under `condition`.
+fn conditional_set(
+    key: &str,
+    value: &str,
+    condition: Condition,
+    return_previous: bool,
+) -> pb::SetRequest {
+    pb::SetRequest {
+        condition: condition.into(),
+        return_previous,
+        ..set_request(key, value)
+    }
+}
 
 #[tokio::test]
 async fn set_then_get_round_trips_binary_values() {
@@ -17,23 +33,12 @@ async fn set_then_get_round_trips_binary_values() {
     let key = unique_key("roundtrip");
     let value = Bytes::from_static(b"\x00\xffbinary\n");
     let set = kv
-        .set(pb::SetRequest {
-            key: key.clone(),
-            value: value.clone(),
-            ..Default::default()
-        })
+        .set(set_request(&key, &value))
         .await
         .unwrap()
         .into_inner();
     assert!(set.applied);
-    let got = kv
-        .get(pb::GetRequest {
-            key,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(&mut kv, &key).await;
     assert!(got.found);
     assert_eq!(got.value, value);
 }
@@ -61,12 +66,8 @@ async fn empty_value_is_found() {
 async fn set_always_overwrites_and_returns_previous() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("always");
-    let request = |value: &str, return_previous| pb::SetRequest {
-        key: key.clone(),
-        value: bytes(value),
-        condition: pb::set_request::Condition::Always.into(),
-        return_previous,
-        ..Default::default()
+    let request = |value: &str, return_previous| {
+        conditional_set(&key, value, Condition::Always, return_previous)
     };
 
     let first = kv.set(request("one", true)).await.unwrap().into_inner();
@@ -89,12 +90,8 @@ async fn set_always_overwrites_and_returns_previous() {
 async fn set_if_absent_does_not_overwrite() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("nx");
-    let request = |value: &str, return_previous| pb::SetRequest {
-        key: key.clone(),
-        value: bytes(value),
-        condition: pb::set_request::Condition::IfAbsent.into(),
-        return_previous,
-        ..Default::default()
+    let request = |value: &str, return_previous| {
+        conditional_set(&key, value, Condition::IfAbsent, return_previous)
     };
 
     let created = kv.set(request("first", false)).await.unwrap().into_inner();
@@ -114,17 +111,8 @@ async fn set_if_absent_does_not_overwrite() {
 async fn set_if_absent_with_return_previous_creates_missing_key() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("nx-prev");
-    let reply = kv
-        .set(pb::SetRequest {
-            key: key.clone(),
-            value: bytes("new"),
-            condition: pb::set_request::Condition::IfAbsent.into(),
-            return_previous: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = conditional_set(&key, "new", Condition::IfAbsent, true);
+    let reply = kv.set(request).await.unwrap().into_inner();
     assert!(reply.applied);
     assert!(!reply.previous_found);
     assert!(reply.previous.is_empty());
@@ -136,13 +124,8 @@ async fn set_if_present_only_overwrites_existing_keys() {
     let (_gateway, mut kv) = start().await;
     for return_previous in [false, true] {
         let key = unique_key("xx");
-        let request = |value: &str| pb::SetRequest {
-            key: key.clone(),
-            value: bytes(value),
-            condition: pb::set_request::Condition::IfPresent.into(),
-            return_previous,
-            ..Default::default()
-        };
+        let request =
+            |value: &str| conditional_set(&key, value, Condition::IfPresent, return_previous);
         let refused = kv.set(request("nope")).await.unwrap().into_inner();
         assert!(!refused.applied, "return_previous={return_previous}");
         assert!(!refused.previous_found);
@@ -169,16 +152,11 @@ async fn set_keep_ttl_keeps_ttl_while_plain_set_clears_it() {
     set_with_ttl(&mut kv, &key, "v1", secs(3600)).await;
     assert_expiring(&mut kv, &key, 3_590_000, 3_600_000).await;
 
-    let kept = kv
-        .set(pb::SetRequest {
-            key: key.clone(),
-            value: bytes("v2"),
-            keep_ttl: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::SetRequest {
+        keep_ttl: true,
+        ..set_request(&key, "v2")
+    };
+    let kept = kv.set(request).await.unwrap().into_inner();
     assert!(kept.applied);
     assert_eq!(get(&mut kv, &key).await.value, "v2");
     assert_expiring(&mut kv, &key, 3_590_000, 3_600_000).await;
@@ -200,17 +178,7 @@ async fn set_with_ttl_replaces_old_ttl() {
 #[tokio::test]
 async fn get_include_ttl_reports_missing_persistent_and_expiring() {
     let (_gateway, mut kv) = start().await;
-    let request = |key: &str| pb::GetRequest {
-        key: key.to_owned(),
-        include_ttl: true,
-        ..Default::default()
-    };
-
-    let missing = kv
-        .get(request(&unique_key("ttl-missing")))
-        .await
-        .unwrap()
-        .into_inner();
+    let missing = get_with(&mut kv, &unique_key("ttl-missing"), true, None).await;
     assert!(!missing.found);
     let status = missing.ttl.expect("ttl is set when include_ttl");
     assert_eq!(status.state(), State::Missing);
@@ -218,7 +186,7 @@ async fn get_include_ttl_reports_missing_persistent_and_expiring() {
 
     let persistent_key = unique_key("ttl-persistent");
     set(&mut kv, &persistent_key, "p").await;
-    let persistent = kv.get(request(&persistent_key)).await.unwrap().into_inner();
+    let persistent = get_with(&mut kv, &persistent_key, true, None).await;
     assert!(persistent.found);
     assert_eq!(persistent.value, "p");
     let status = persistent.ttl.unwrap();
@@ -227,13 +195,10 @@ async fn get_include_ttl_reports_missing_persistent_and_expiring() {
 
     let expiring_key = unique_key("ttl-expiring");
     set_with_ttl(&mut kv, &expiring_key, "e", secs(10)).await;
-    let expiring = kv.get(request(&expiring_key)).await.unwrap().into_inner();
+    let expiring = get_with(&mut kv, &expiring_key, true, None).await;
     assert!(expiring.found);
     assert_eq!(expiring.value, "e");
-    let status = expiring.ttl.unwrap();
-    assert_eq!(status.state(), State::Expiring);
-    let ttl = as_millis(status.ttl.as_ref().unwrap());
-    assert!(ttl > 9_000 && ttl <= 10_000, "ttl {ttl}");
+    assert_expiring_status(expiring.ttl, 9_000, 10_000);
 }
 
 #[tokio::test]

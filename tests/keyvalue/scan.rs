@@ -3,10 +3,9 @@
 use std::collections::HashSet;
 
 use fred::prelude::*;
-use redis_gateway::pb;
 
 use crate::common::unique_key;
-use crate::support::{Kv, direct, rpush, set, start};
+use crate::support::{Kv, create_hash_and_list, direct, scan_request, set, start, start_with};
 
 /// Every page of a Scan, failing on an error status.
 async fn scan_pages(
@@ -15,15 +14,8 @@ async fn scan_pages(
     page_size: u32,
     key_type: &str,
 ) -> Vec<Vec<String>> {
-    let mut stream = kv
-        .scan(pb::ScanRequest {
-            pattern: pattern.to_owned(),
-            page_size,
-            r#type: key_type.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = scan_request(pattern, page_size, key_type);
+    let mut stream = kv.scan(request).await.unwrap().into_inner();
     let mut pages = Vec::new();
     while let Some(page) = stream.message().await.unwrap() {
         pages.push(page.keys);
@@ -31,6 +23,7 @@ async fn scan_pages(
     pages
 }
 
+/// The keys of every page of a Scan with the default page size.
 async fn scan_set(kv: &mut Kv, pattern: &str, key_type: &str) -> HashSet<String> {
     scan_pages(kv, pattern, 0, key_type)
         .await
@@ -117,9 +110,7 @@ async fn scan_type_filter_returns_only_keys_of_that_type() {
     let hash = format!("{prefix}:hash");
     let list = format!("{prefix}:list");
     set(&mut kv, &string, "v").await;
-    let client = direct().await;
-    client.hset::<i64, _, _>(&hash, ("f", "v")).await.unwrap();
-    rpush(&client, &list, "x").await;
+    create_hash_and_list(&hash, &list).await;
     let pattern = format!("{prefix}:*");
 
     assert_eq!(
@@ -150,12 +141,7 @@ async fn scan_type_filter_returns_only_keys_of_that_type() {
 
 #[tokio::test]
 async fn scan_default_pages_respect_a_lower_batch_limit() {
-    let gateway = crate::common::Gateway::start(
-        &crate::common::shared_redis().url(),
-        &["--max-batch-items", "50"],
-    )
-    .await;
-    let mut kv = gateway.kv().await;
+    let (_gateway, mut kv) = start_with(&["--max-batch-items", "50"]).await;
     let prefix = unique_key("scan-small");
     let keys: Vec<(String, &str)> = (0..120).map(|i| (format!("{prefix}:{i}"), "v")).collect();
     let _: () = direct().await.mset(keys).await.unwrap();

@@ -1,5 +1,5 @@
 //! Helpers shared by the KeyValue test modules: starting a gateway over the shared Redis,
-//! short request helpers, and TTL and still-serving assertions.
+//! request builders, short request helpers, and status, TTL and still-serving assertions.
 
 use std::time::{Duration, Instant};
 
@@ -7,19 +7,20 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redis_gateway::pb;
+use redis_gateway::pb::compare_and_swap_request::Expectation;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use redis_gateway::pb::ttl_status::State;
+use tonic::Code;
 use tonic::transport::Channel;
 
+pub use crate::common::start_with;
 use crate::common::{Gateway, duration, shared_redis, unique_key};
 
 pub type Kv = KeyValueClient<Channel>;
 
 /// A gateway with default limits over the shared Redis, and a client to it.
 pub async fn start() -> (Gateway, Kv) {
-    let gateway = Gateway::start(&shared_redis().url(), &[]).await;
-    let kv = gateway.kv().await;
-    (gateway, kv)
+    start_with(&[]).await
 }
 
 /// A direct client to the shared Redis.
@@ -27,64 +28,220 @@ pub async fn direct() -> Client {
     shared_redis().client().await
 }
 
+/// A protobuf TTL of `n` seconds.
 pub fn secs(n: u64) -> Option<prost_types::Duration> {
     Some(duration(Duration::from_secs(n)))
 }
 
+/// A protobuf TTL of `n` milliseconds.
 pub fn millis(n: u64) -> Option<prost_types::Duration> {
     Some(duration(Duration::from_millis(n)))
 }
 
+/// A protobuf Duration in whole milliseconds.
 pub fn as_millis(ttl: &prost_types::Duration) -> i64 {
     ttl.seconds * 1000 + i64::from(ttl.nanos) / 1_000_000
 }
 
-pub async fn set(kv: &mut Kv, key: &str, value: &str) {
-    let reply = kv
-        .set(pb::SetRequest {
-            key: key.to_owned(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.applied);
+/// The UTF-8 bytes of `text`.
+pub fn bytes(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
 }
 
-pub async fn set_with_ttl(kv: &mut Kv, key: &str, value: &str, ttl: Option<prost_types::Duration>) {
-    let reply = kv
-        .set(pb::SetRequest {
-            key: key.to_owned(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            ttl,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.applied);
-}
+// Request builders: the named fields set, everything else default.
 
-pub async fn get(kv: &mut Kv, key: &str) -> pb::GetResponse {
-    kv.get(pb::GetRequest {
+/// A GetRequest for `key`.
+pub fn get_request(key: &str) -> pb::GetRequest {
+    pb::GetRequest {
         key: key.to_owned(),
         ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
+    }
 }
+
+/// A SetRequest of `value` at `key`.
+pub fn set_request(key: &str, value: impl AsRef<[u8]>) -> pb::SetRequest {
+    pb::SetRequest {
+        key: key.to_owned(),
+        value: Bytes::copy_from_slice(value.as_ref()),
+        ..Default::default()
+    }
+}
+
+/// One SetMany entry.
+pub fn entry(key: &str, value: impl AsRef<[u8]>) -> pb::KeyValueEntry {
+    pb::KeyValueEntry {
+        key: key.to_owned(),
+        value: Bytes::copy_from_slice(value.as_ref()),
+    }
+}
+
+/// A SetManyRequest of `entries` with the given TTL and if_none_exist.
+pub fn set_many_request(
+    entries: Vec<pb::KeyValueEntry>,
+    ttl: Option<prost_types::Duration>,
+    if_none_exist: bool,
+) -> pb::SetManyRequest {
+    pb::SetManyRequest {
+        entries,
+        ttl,
+        if_none_exist,
+    }
+}
+
+/// An ExpireRequest (condition ALWAYS) for `key`.
+pub fn expire_request(key: &str, ttl: Option<prost_types::Duration>) -> pb::ExpireRequest {
+    pb::ExpireRequest {
+        key: key.to_owned(),
+        ttl,
+        ..Default::default()
+    }
+}
+
+/// An IncrementRequest of `key` by `delta`.
+pub fn increment_request(
+    key: &str,
+    delta: i64,
+    ttl: Option<prost_types::Duration>,
+) -> pb::IncrementRequest {
+    pb::IncrementRequest {
+        key: key.to_owned(),
+        delta,
+        ttl,
+    }
+}
+
+/// A CompareAndSwapRequest without TTL or keep_ttl.
+pub fn cas_request(
+    key: &str,
+    expectation: Expectation,
+    value: impl AsRef<[u8]>,
+) -> pb::CompareAndSwapRequest {
+    pb::CompareAndSwapRequest {
+        key: key.to_owned(),
+        expectation: Some(expectation),
+        value: Bytes::copy_from_slice(value.as_ref()),
+        ttl: None,
+        keep_ttl: false,
+    }
+}
+
+/// A ScanRequest for keys matching `pattern` of type `key_type` ("" for any).
+pub fn scan_request(pattern: &str, page_size: u32, key_type: &str) -> pb::ScanRequest {
+    pb::ScanRequest {
+        pattern: pattern.to_owned(),
+        page_size,
+        r#type: key_type.to_owned(),
+    }
+}
+
+// Calls that must succeed.
+
+/// Sets `key` to `value` without TTL; asserts it was applied.
+pub async fn set(kv: &mut Kv, key: &str, value: &str) {
+    set_with_ttl(kv, key, value, None).await;
+}
+
+/// Sets `key` to `value` with `ttl`; asserts it was applied.
+pub async fn set_with_ttl(kv: &mut Kv, key: &str, value: &str, ttl: Option<prost_types::Duration>) {
+    let request = pb::SetRequest {
+        ttl,
+        ..set_request(key, value)
+    };
+    let reply = kv.set(request).await.unwrap().into_inner();
+    assert!(reply.applied);
+}
+
+/// A plain Get of `key`.
+pub async fn get(kv: &mut Kv, key: &str) -> pb::GetResponse {
+    get_with(kv, key, false, None).await
+}
+
+/// A Get of `key` with include_ttl and refresh_ttl.
+pub async fn get_with(
+    kv: &mut Kv,
+    key: &str,
+    include_ttl: bool,
+    refresh_ttl: Option<prost_types::Duration>,
+) -> pb::GetResponse {
+    let request = pb::GetRequest {
+        key: key.to_owned(),
+        include_ttl,
+        refresh_ttl,
+    };
+    kv.get(request).await.unwrap().into_inner()
+}
+
+/// A SetMany of `entries`.
+pub async fn set_many_entries(
+    kv: &mut Kv,
+    entries: Vec<pb::KeyValueEntry>,
+    ttl: Option<prost_types::Duration>,
+    if_none_exist: bool,
+) -> pb::SetManyResponse {
+    let request = set_many_request(entries, ttl, if_none_exist);
+    kv.set_many(request).await.unwrap().into_inner()
+}
+
+/// A SetMany of the same `value` at every one of `keys`.
+pub async fn set_many(
+    kv: &mut Kv,
+    keys: &[impl AsRef<str>],
+    value: &str,
+    ttl: Option<prost_types::Duration>,
+    if_none_exist: bool,
+) -> pb::SetManyResponse {
+    let entries = keys.iter().map(|key| entry(key.as_ref(), value)).collect();
+    set_many_entries(kv, entries, ttl, if_none_exist).await
+}
+
+/// Delete of `keys`; how many were deleted.
+pub async fn delete(kv: &mut Kv, keys: Vec<String>) -> i64 {
+    let request = pb::DeleteRequest { keys };
+    kv.delete(request).await.unwrap().into_inner().deleted
+}
+
+/// Exists of `keys`; how many exist.
+pub async fn exists(kv: &mut Kv, keys: Vec<String>) -> i64 {
+    let request = pb::ExistsRequest { keys };
+    kv.exists(request).await.unwrap().into_inner().count
+}
+
+// Status assertions.
+
+/// Asserts that `result` failed with `code`; returns the status.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+) -> tonic::Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// Asserts that `result` failed with `code` and a message that starts with `{field}:`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
+    let status = assert_code(result, code);
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "message {:?} should name `{field}`",
+        status.message()
+    );
+}
+
+// TTL assertions.
 
 /// The key's TTL state via GetTtl, with the TTL in milliseconds when expiring.
 pub async fn ttl_of(kv: &mut Kv, key: &str) -> (State, Option<i64>) {
-    let reply = kv
-        .get_ttl(pb::GetTtlRequest {
-            key: key.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::GetTtlRequest {
+        key: key.to_owned(),
+    };
+    let reply = kv.get_ttl(request).await.unwrap().into_inner();
     (reply.state(), reply.ttl.as_ref().map(as_millis))
 }
 
@@ -99,6 +256,16 @@ pub async fn assert_expiring(kv: &mut Kv, key: &str, low: i64, high: i64) {
     );
 }
 
+/// Asserts that a Get's TTL status is EXPIRING with a TTL in `(low, high]` milliseconds.
+#[track_caller]
+pub fn assert_expiring_status(status: Option<pb::TtlStatus>, low: i64, high: i64) {
+    let status = status.unwrap();
+    assert_eq!(status.state(), State::Expiring);
+    let ttl = as_millis(status.ttl.as_ref().unwrap());
+    assert!(ttl > low && ttl <= high, "ttl {ttl}");
+}
+
+/// Asserts that the key exists and has no TTL.
 pub async fn assert_persistent(kv: &mut Kv, key: &str) {
     assert_eq!(ttl_of(kv, key).await, (State::Persistent, None), "{key}");
 }
@@ -131,6 +298,18 @@ pub async fn assert_still_serves(kv: &mut Kv) {
     assert_eq!(got.value, "fine");
 }
 
+// Keys of other types, written directly.
+
+/// Creates hash `key` holding field `f` = `v`.
+pub async fn create_hash(key: &str) {
+    direct()
+        .await
+        .hset::<i64, _, _>(key, ("f", "v"))
+        .await
+        .unwrap();
+}
+
+/// Appends `value` to list `key`.
 pub async fn rpush(client: &Client, key: &str, value: &str) {
     client
         .custom::<i64, _>(
@@ -141,6 +320,8 @@ pub async fn rpush(client: &Client, key: &str, value: &str) {
         .unwrap();
 }
 
-pub fn bytes(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
+/// Creates hash `hash` (field `f` = `v`) and list `list` (one item `x`).
+pub async fn create_hash_and_list(hash: &str, list: &str) {
+    create_hash(hash).await;
+    rpush(&direct().await, list, "x").await;
 }

@@ -8,7 +8,8 @@ use tonic::Code;
 
 use crate::common::unique_key;
 use crate::support::{
-    assert_status, direct, hash_of, hdel, hincrby, hset, incrby, run, set, start, string_of,
+    assert_ops_fail, direct, hash_of, hdel, hincrby, hset, incrby, put_counter_and_field, put_hash,
+    put_string, set, start, string_of,
 };
 
 #[tokio::test]
@@ -19,66 +20,36 @@ async fn transaction_type_clash_is_failed_precondition_and_changes_nothing() {
     let hash = unique_key("tx-tc-hash");
     let written = unique_key("tx-tc-written");
     let counter = unique_key("tx-tc-counter");
-    client
-        .set::<(), _, _>(&string, "text", None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&counter, "1", None, None, false)
-        .await
-        .unwrap();
-    client.hset::<i64, _, _>(&hash, ("f", "1")).await.unwrap();
+    put_string(&client, &string, "text").await;
+    put_string(&client, &counter, "1").await;
+    put_hash(&client, &hash, &[("f", "1")]).await;
+    let clash = Code::FailedPrecondition;
 
     // incrby on a hash, after writes to other keys.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![
-            set(&written, "x"),
-            incrby(&counter, 1),
-            hincrby(&hash, "f", 1),
-            incrby(&hash, 1),
-        ],
-    )
-    .await;
-    assert_status(result, Code::FailedPrecondition, "ops[3]");
+    let ops = vec![
+        set(&written, "x"),
+        incrby(&counter, 1),
+        hincrby(&hash, "f", 1),
+        incrby(&hash, 1),
+    ];
+    assert_ops_fail(&mut kv, ops, clash, "ops[3]").await;
 
     // hset on a string.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![
-            set(&written, "x"),
-            incrby(&counter, 1),
-            hset(&string, &[("f", "v")]),
-        ],
-    )
-    .await;
-    assert_status(result, Code::FailedPrecondition, "ops[2]");
+    let ops = vec![
+        set(&written, "x"),
+        incrby(&counter, 1),
+        hset(&string, &[("f", "v")]),
+    ];
+    assert_ops_fail(&mut kv, ops, clash, "ops[2]").await;
 
     // hdel / hincrby on a string, and on a string set earlier in the same transaction.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![incrby(&counter, 1), hdel(&string, &["f"])],
-    )
-    .await;
-    assert_status(result, Code::FailedPrecondition, "ops[1]");
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![set(&written, "x"), hincrby(&written, "f", 1)],
-    )
-    .await;
-    assert_status(result, Code::FailedPrecondition, "ops[1]");
+    let ops = vec![incrby(&counter, 1), hdel(&string, &["f"])];
+    assert_ops_fail(&mut kv, ops, clash, "ops[1]").await;
+    let ops = vec![set(&written, "x"), hincrby(&written, "f", 1)];
+    assert_ops_fail(&mut kv, ops, clash, "ops[1]").await;
     // incrby on a key turned into a hash earlier in the same transaction.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![hset(&written, &[("f", "1")]), incrby(&written, 1)],
-    )
-    .await;
-    assert_status(result, Code::FailedPrecondition, "ops[1]");
+    let ops = vec![hset(&written, &[("f", "1")]), incrby(&written, 1)];
+    assert_ops_fail(&mut kv, ops, clash, "ops[1]").await;
 
     assert_eq!(client.exists::<i64, _>(&written).await.unwrap(), 0);
     assert_eq!(string_of(&client, &counter).await.as_deref(), Some("1"));
@@ -97,59 +68,31 @@ async fn transaction_incrby_overflow_in_a_later_op_is_invalid_argument_and_chang
     let max = unique_key("tx-of-max");
     let min = unique_key("tx-of-min");
     let hash = unique_key("tx-of-hash");
-    client
-        .set::<(), _, _>(&max, i64::MAX.to_string(), None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&min, i64::MIN.to_string(), None, None, false)
-        .await
-        .unwrap();
-    client
-        .hset::<i64, _, _>(&hash, ("f", i64::MAX.to_string()))
-        .await
-        .unwrap();
+    put_string(&client, &max, &i64::MAX.to_string()).await;
+    put_string(&client, &min, &i64::MIN.to_string()).await;
+    put_hash(&client, &hash, &[("f", &i64::MAX.to_string())]).await;
+    let invalid = Code::InvalidArgument;
 
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![set(&written, "x"), incrby(&max, -1), incrby(&max, 2)],
-    )
-    .await;
-    assert_status(result, Code::InvalidArgument, "ops[2].incrby.delta");
+    let ops = vec![set(&written, "x"), incrby(&max, -1), incrby(&max, 2)];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[2].incrby.delta").await;
 
-    let result = run(&mut kv, vec![], vec![set(&written, "x"), incrby(&min, -1)]).await;
-    assert_status(result, Code::InvalidArgument, "ops[1].incrby.delta");
+    let ops = vec![set(&written, "x"), incrby(&min, -1)];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby.delta").await;
 
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![set(&written, "x"), hincrby(&hash, "f", 1)],
-    )
-    .await;
-    assert_status(result, Code::InvalidArgument, "ops[1].hincrby.delta");
+    let ops = vec![set(&written, "x"), hincrby(&hash, "f", 1)];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[1].hincrby.delta").await;
 
     // Two increments that overflow only together.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![
-            set(&written, "0"),
-            incrby(&written, i64::MAX),
-            incrby(&written, 1),
-        ],
-    )
-    .await;
-    assert_status(result, Code::InvalidArgument, "ops[2].incrby.delta");
+    let ops = vec![
+        set(&written, "0"),
+        incrby(&written, i64::MAX),
+        incrby(&written, 1),
+    ];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[2].incrby.delta").await;
 
     let fresh = unique_key("tx-of-fresh");
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![incrby(&fresh, i64::MAX), incrby(&fresh, 1)],
-    )
-    .await;
-    assert_status(result, Code::InvalidArgument, "ops[1].incrby.delta");
+    let ops = vec![incrby(&fresh, i64::MAX), incrby(&fresh, 1)];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby.delta").await;
 
     assert_eq!(client.exists::<i64, _>(&written).await.unwrap(), 0);
     assert_eq!(client.exists::<i64, _>(&fresh).await.unwrap(), 0);
@@ -167,6 +110,7 @@ async fn transaction_incrby_of_non_integer_is_invalid_argument_and_changes_nothi
     let client = direct().await;
     let written = unique_key("tx-ni-written");
     let hash = unique_key("tx-ni-hash");
+    let invalid = Code::InvalidArgument;
     // Redis accepts only canonical integers: no leading zeros, no "-0", no spaces or "+".
     for stored in [
         "abc",
@@ -179,50 +123,22 @@ async fn transaction_incrby_of_non_integer_is_invalid_argument_and_changes_nothi
         "99999999999999999999",
     ] {
         let counter = unique_key("tx-ni");
-        client
-            .set::<(), _, _>(&counter, stored, None, None, false)
-            .await
-            .unwrap();
-        client
-            .hset::<i64, _, _>(&hash, ("f", stored))
-            .await
-            .unwrap();
-        let result = run(
-            &mut kv,
-            vec![],
-            vec![set(&written, "x"), incrby(&counter, 1)],
-        )
-        .await;
-        assert_status(result, Code::InvalidArgument, "ops[1].incrby");
-        let result = run(
-            &mut kv,
-            vec![],
-            vec![set(&written, "x"), hincrby(&hash, "f", 1)],
-        )
-        .await;
-        assert_status(result, Code::InvalidArgument, "ops[1].hincrby");
+        put_counter_and_field(&client, &counter, &hash, stored).await;
+        let ops = vec![set(&written, "x"), incrby(&counter, 1)];
+        assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby").await;
+        let ops = vec![set(&written, "x"), hincrby(&hash, "f", 1)];
+        assert_ops_fail(&mut kv, ops, invalid, "ops[1].hincrby").await;
         assert_eq!(
             client.exists::<i64, _>(&written).await.unwrap(),
             0,
             "a transaction failing on {stored:?} wrote its first op"
         );
         assert_eq!(string_of(&client, &counter).await.as_deref(), Some(stored));
-        assert_eq!(
-            client
-                .hget::<Option<String>, _, _>(&hash, "f")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(stored)
-        );
+        let field = client.hget::<Option<String>, _, _>(&hash, "f").await;
+        assert_eq!(field.unwrap().as_deref(), Some(stored));
     }
     // A value set earlier in the same transaction is checked too.
-    let result = run(
-        &mut kv,
-        vec![],
-        vec![set(&written, "007"), incrby(&written, 1)],
-    )
-    .await;
-    assert_status(result, Code::InvalidArgument, "ops[1].incrby");
+    let ops = vec![set(&written, "007"), incrby(&written, 1)];
+    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby").await;
     assert_eq!(client.exists::<i64, _>(&written).await.unwrap(), 0);
 }

@@ -6,106 +6,87 @@ use redis_gateway::pb;
 use redis_gateway::pb::transaction_operation::{self as op, Op};
 use tonic::Code;
 
-use crate::common::{Gateway, shared_redis, unique_key};
+use crate::common::unique_key;
 use crate::support::{
-    absent, assert_status, at_least, commit, direct, exists, hdel, hincrby, hset, run, set,
+    Kv, absent, assert_status, at_least, commit, direct, exists, get, hdel, hincrby, hset, run,
+    set, start_with,
 };
+
+/// Runs a transaction that must fail with INVALID_ARGUMENT naming `field`.
+async fn assert_invalid(
+    kv: &mut Kv,
+    guards: Vec<pb::TransactionGuard>,
+    ops: Vec<pb::TransactionOperation>,
+    field: &str,
+) {
+    assert_status(run(kv, guards, ops).await, Code::InvalidArgument, field);
+}
 
 #[tokio::test]
 async fn transaction_bad_input_is_invalid_argument_naming_the_field() {
-    let gateway = Gateway::start(
-        &shared_redis().url(),
-        &["--max-batch-items", "3", "--max-key-bytes", "16"],
-    )
-    .await;
-    let mut kv = gateway.kv().await;
+    let (_gateway, mut kv) = start_with(&["--max-batch-items", "3", "--max-key-bytes", "16"]).await;
     let key = unique_key("txb");
     let empty_guard = pb::TransactionGuard { guard: None };
     let empty_op = pb::TransactionOperation { op: None };
 
-    assert_status(
-        run(&mut kv, vec![empty_guard], vec![set(&key, "x")]).await,
-        Code::InvalidArgument,
+    assert_invalid(
+        &mut kv,
+        vec![empty_guard],
+        vec![set(&key, "x")],
         "guards[0]",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![set(&key, "x"), empty_op]).await,
-        Code::InvalidArgument,
-        "ops[1]",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![]).await,
-        Code::InvalidArgument,
-        "ops",
-    );
-    assert_status(
-        run(
-            &mut kv,
-            vec![absent(&key), absent(&key)],
-            vec![set(&key, "x"), set(&key, "y")],
-        )
-        .await,
-        Code::InvalidArgument,
+    )
+    .await;
+    assert_invalid(&mut kv, vec![], vec![set(&key, "x"), empty_op], "ops[1]").await;
+    assert_invalid(&mut kv, vec![], vec![], "ops").await;
+    assert_invalid(
+        &mut kv,
+        vec![absent(&key), absent(&key)],
+        vec![set(&key, "x"), set(&key, "y")],
         "guards",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![set("", "x")]).await,
-        Code::InvalidArgument,
-        "ops[0].set.key",
-    );
-    assert_status(
-        run(&mut kv, vec![exists(&"k".repeat(17))], vec![set(&key, "x")]).await,
-        Code::InvalidArgument,
+    )
+    .await;
+    assert_invalid(&mut kv, vec![], vec![set("", "x")], "ops[0].set.key").await;
+    assert_invalid(
+        &mut kv,
+        vec![exists(&"k".repeat(17))],
+        vec![set(&key, "x")],
         "guards[0].exists.key",
-    );
-    assert_status(
-        run(
-            &mut kv,
-            vec![],
-            vec![pb::TransactionOperation {
-                op: Some(Op::Expire(op::Expire {
-                    key: key.clone(),
-                    ttl: None,
-                })),
-            }],
-        )
-        .await,
-        Code::InvalidArgument,
+    )
+    .await;
+    assert_invalid(
+        &mut kv,
+        vec![],
+        vec![pb::TransactionOperation {
+            op: Some(Op::Expire(op::Expire {
+                key: key.clone(),
+                ttl: None,
+            })),
+        }],
         "ops[0].expire.ttl",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![hset(&key, &[])]).await,
-        Code::InvalidArgument,
-        "ops[0].hset.fields",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![hdel(&key, &[])]).await,
-        Code::InvalidArgument,
-        "ops[0].hdel.fields",
-    );
-    assert_status(
-        run(&mut kv, vec![], vec![hincrby(&key, "", 1)]).await,
-        Code::InvalidArgument,
+    )
+    .await;
+    assert_invalid(&mut kv, vec![], vec![hset(&key, &[])], "ops[0].hset.fields").await;
+    assert_invalid(&mut kv, vec![], vec![hdel(&key, &[])], "ops[0].hdel.fields").await;
+    assert_invalid(
+        &mut kv,
+        vec![],
+        vec![hincrby(&key, "", 1)],
         "ops[0].hincrby.field",
-    );
-    assert_status(
-        run(&mut kv, vec![at_least(&key, "", 1)], vec![set(&key, "x")]).await,
-        Code::InvalidArgument,
+    )
+    .await;
+    assert_invalid(
+        &mut kv,
+        vec![at_least(&key, "", 1)],
+        vec![set(&key, "x")],
         "guards[0].hash_field_at_least.field",
-    );
+    )
+    .await;
     assert_eq!(direct().await.exists::<i64, _>(&key).await.unwrap(), 0);
 
     // The gateway keeps serving.
     let results = commit(&mut kv, vec![absent(&key)], vec![set(&key, "ok")]).await;
     assert_eq!(results, vec![1]);
-    let got = kv
-        .get(pb::GetRequest {
-            key,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(&mut kv, &key).await;
     assert!(got.found);
     assert_eq!(got.value, "ok");
 }

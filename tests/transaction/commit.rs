@@ -8,8 +8,8 @@ use tonic::Code;
 
 use crate::common::unique_key;
 use crate::support::{
-    assert_status, commit, delete, direct, expire, hash_of, hdel, hincrby, hset, incrby, run, secs,
-    set, set_ttl, start, string_of,
+    assert_ops_fail, commit, delete, direct, expire, hash_of, hdel, hincrby, hset, incrby,
+    put_hash, put_string, secs, set, set_ttl, start, start_with, string_of,
 };
 
 #[tokio::test]
@@ -22,19 +22,10 @@ async fn transaction_commits_and_reports_a_result_per_op() {
     let counter = unique_key("tx-counter");
     let hash = unique_key("tx-hash");
     let missing = unique_key("tx-missing");
-    client
-        .set::<(), _, _>(&doomed, "x", None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&expiring, "x", None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&counter, "10", None, None, false)
-        .await
-        .unwrap();
-    client.hset::<i64, _, _>(&hash, ("old", "o")).await.unwrap();
+    put_string(&client, &doomed, "x").await;
+    put_string(&client, &expiring, "x").await;
+    put_string(&client, &counter, "10").await;
+    put_hash(&client, &hash, &[("old", "o")]).await;
 
     let results = commit(
         &mut kv,
@@ -101,10 +92,7 @@ async fn transaction_ops_see_earlier_ops() {
     let k = unique_key("tx-seq");
     let h = unique_key("tx-seq-hash");
     let fresh = unique_key("tx-seq-fresh");
-    client
-        .set::<(), _, _>(&fresh, "not a number", None, None, false)
-        .await
-        .unwrap();
+    put_string(&client, &fresh, "not a number").await;
 
     let results = commit(
         &mut kv,
@@ -137,10 +125,7 @@ async fn transaction_sees_a_hash_emptied_by_hdel_as_gone() {
     let (_gateway, mut kv) = start().await;
     let client = direct().await;
     let name = unique_key("tx-emptied");
-    client
-        .hset::<i64, _, _>(&name, vec![("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
+    put_hash(&client, &name, &[("a", "1"), ("b", "2")]).await;
     // Redis deletes a hash with its last field, so the key may then become a counter.
     let results = commit(
         &mut kv,
@@ -153,12 +138,9 @@ async fn transaction_sees_a_hash_emptied_by_hdel_as_gone() {
 
     // A hash that keeps a field is still a hash: nothing is written.
     client.del::<i64, _>(&name).await.unwrap();
-    client
-        .hset::<i64, _, _>(&name, vec![("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
-    let result = run(&mut kv, vec![], vec![hdel(&name, &["a"]), incrby(&name, 5)]).await;
-    assert_status(result, Code::FailedPrecondition, "ops[1]");
+    put_hash(&client, &name, &[("a", "1"), ("b", "2")]).await;
+    let ops = vec![hdel(&name, &["a"]), incrby(&name, 5)];
+    assert_ops_fail(&mut kv, ops, Code::FailedPrecondition, "ops[1]").await;
     assert_eq!(
         hash_of(&client, &name).await.len(),
         2,
@@ -168,12 +150,7 @@ async fn transaction_sees_a_hash_emptied_by_hdel_as_gone() {
 
 #[tokio::test]
 async fn transaction_commits_the_largest_batch_the_limit_allows() {
-    let gateway = crate::common::Gateway::start(
-        &crate::common::shared_redis().url(),
-        &["--max-batch-items", "3000"],
-    )
-    .await;
-    let mut kv = gateway.kv().await;
+    let (_gateway, mut kv) = start_with(&["--max-batch-items", "3000"]).await;
     let counter = unique_key("tx-big-counter");
     let name = unique_key("tx-big-hash");
     let names: Vec<String> = (0..3000).map(|i| format!("f{i}")).collect();

@@ -1,11 +1,13 @@
 //! Exact 64-bit counters: INCRBY and HINCRBY past 2^53, at the limits, and matching checked
 //! 64-bit addition (overflow refused).
 
-use fred::prelude::*;
 use tonic::Code;
 
 use crate::common::unique_key;
-use crate::support::{assert_status, commit, direct, hincrby, incrby, run, start, string_of};
+use crate::support::{
+    assert_status, commit, direct, hincrby, incrby, put_counter_and_field, put_hash, put_string,
+    run, start, string_of,
+};
 
 #[tokio::test]
 async fn transaction_incrby_results_are_exact_past_2_pow_53() {
@@ -14,14 +16,7 @@ async fn transaction_incrby_results_are_exact_past_2_pow_53() {
     let counter = unique_key("tx-big");
     let hash = unique_key("tx-big-hash");
     let big = 1i64 << 60;
-    client
-        .set::<(), _, _>(&counter, big.to_string(), None, None, false)
-        .await
-        .unwrap();
-    client
-        .hset::<i64, _, _>(&hash, ("f", big.to_string()))
-        .await
-        .unwrap();
+    put_counter_and_field(&client, &counter, &hash, &big.to_string()).await;
     let results = commit(
         &mut kv,
         vec![],
@@ -46,18 +41,9 @@ async fn transaction_incrby_may_reach_the_64_bit_limits_exactly() {
     let high = unique_key("tx-max");
     let low = unique_key("tx-min");
     let hash = unique_key("tx-max-hash");
-    client
-        .set::<(), _, _>(&high, (i64::MAX - 3).to_string(), None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&low, (i64::MIN + 3).to_string(), None, None, false)
-        .await
-        .unwrap();
-    client
-        .hset::<i64, _, _>(&hash, ("f", (i64::MAX - 1).to_string()))
-        .await
-        .unwrap();
+    put_string(&client, &high, &(i64::MAX - 3).to_string()).await;
+    put_string(&client, &low, &(i64::MIN + 3).to_string()).await;
+    put_hash(&client, &hash, &[("f", &(i64::MAX - 1).to_string())]).await;
     let results = commit(
         &mut kv,
         vec![],
@@ -114,14 +100,7 @@ async fn transaction_incrby_matches_checked_64_bit_addition() {
     for &(start_value, delta) in cases {
         let counter = unique_key("tx-add");
         let hash = unique_key("tx-add-hash");
-        client
-            .set::<(), _, _>(&counter, start_value.to_string(), None, None, false)
-            .await
-            .unwrap();
-        client
-            .hset::<i64, _, _>(&hash, ("f", start_value.to_string()))
-            .await
-            .unwrap();
+        put_counter_and_field(&client, &counter, &hash, &start_value.to_string()).await;
         let reply = run(
             &mut kv,
             vec![],

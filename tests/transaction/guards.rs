@@ -9,8 +9,16 @@ use redis_gateway::pb;
 use crate::common::unique_key;
 use crate::support::{
     Kv, absent, at_least, at_most, commit, delete, direct, exists, expire, hash_field_equals,
-    hash_of, hincrby, incrby, run, set, start, string_of, value_equals,
+    hash_of, hincrby, incrby, put_hash, put_string, run, set, start, string_of, value_equals,
 };
+
+/// Asserts that a transaction did not commit because guard number `index` failed.
+#[track_caller]
+fn assert_guard_failed(reply: &pb::TransactionResponse, index: u32) {
+    assert!(!reply.committed, "guard {index} held: {reply:?}");
+    assert_eq!(reply.failed_guard, Some(index));
+    assert!(reply.results.is_empty());
+}
 
 /// Runs a transaction whose guard number `index` must fail; asserts that nothing was written
 /// (the transaction's only op sets a marker key).
@@ -19,9 +27,7 @@ async fn assert_guard_fails(kv: &mut Kv, guards: Vec<pb::TransactionGuard>, inde
     let reply = run(kv, guards, vec![set(&marker, "written")])
         .await
         .unwrap();
-    assert!(!reply.committed, "guard {index} held: {reply:?}");
-    assert_eq!(reply.failed_guard, Some(index));
-    assert!(reply.results.is_empty());
+    assert_guard_failed(&reply, index);
     assert_eq!(direct().await.exists::<i64, _>(&marker).await.unwrap(), 0);
 }
 
@@ -30,14 +36,8 @@ async fn assert_guards_hold(kv: &mut Kv, guards: Vec<pb::TransactionGuard>) {
     let marker = unique_key("tx-marker");
     let results = commit(kv, guards, vec![set(&marker, "written")]).await;
     assert_eq!(results, vec![1]);
-    assert_eq!(
-        direct()
-            .await
-            .get::<Option<String>, _>(&marker)
-            .await
-            .unwrap(),
-        Some("written".to_owned())
-    );
+    let written = string_of(&direct().await, &marker).await;
+    assert_eq!(written, Some("written".to_owned()));
 }
 
 #[tokio::test]
@@ -47,14 +47,8 @@ async fn transaction_guards_that_hold_let_it_commit() {
     let string = unique_key("tx-g-string");
     let hash = unique_key("tx-g-hash");
     let missing = unique_key("tx-g-missing");
-    client
-        .set::<(), _, _>(&string, "v", None, None, false)
-        .await
-        .unwrap();
-    client
-        .hset::<i64, _, _>(&hash, vec![("f", "abc"), ("n", "5"), ("neg", "-7")])
-        .await
-        .unwrap();
+    put_string(&client, &string, "v").await;
+    put_hash(&client, &hash, &[("f", "abc"), ("n", "5"), ("neg", "-7")]).await;
     assert_guards_hold(
         &mut kv,
         vec![
@@ -86,11 +80,7 @@ async fn transaction_guards_that_hold_let_it_commit() {
 async fn transaction_exists_guard_fails_on_missing_key() {
     let (_gateway, mut kv) = start().await;
     let present = unique_key("tx-gx");
-    direct()
-        .await
-        .set::<(), _, _>(&present, "v", None, None, false)
-        .await
-        .unwrap();
+    put_string(&direct().await, &present, "v").await;
     assert_guard_fails(
         &mut kv,
         vec![exists(&present), exists(&unique_key("tx-gx-missing"))],
@@ -105,11 +95,8 @@ async fn transaction_absent_guard_fails_on_existing_key_of_any_type() {
     let client = direct().await;
     let string = unique_key("tx-ga");
     let hash = unique_key("tx-ga-hash");
-    client
-        .set::<(), _, _>(&string, "v", None, None, false)
-        .await
-        .unwrap();
-    client.hset::<i64, _, _>(&hash, ("f", "v")).await.unwrap();
+    put_string(&client, &string, "v").await;
+    put_hash(&client, &hash, &[("f", "v")]).await;
     assert_guard_fails(&mut kv, vec![absent(&string)], 0).await;
     assert_guard_fails(
         &mut kv,
@@ -125,11 +112,8 @@ async fn transaction_value_equals_guard_fails_on_other_value_missing_key_or_hash
     let client = direct().await;
     let string = unique_key("tx-gv");
     let hash = unique_key("tx-gv-hash");
-    client
-        .set::<(), _, _>(&string, "v", None, None, false)
-        .await
-        .unwrap();
-    client.hset::<i64, _, _>(&hash, ("f", "v")).await.unwrap();
+    put_string(&client, &string, "v").await;
+    put_hash(&client, &hash, &[("f", "v")]).await;
     assert_guard_fails(&mut kv, vec![value_equals(&string, "w")], 0).await;
     assert_guard_fails(&mut kv, vec![value_equals(&string, "")], 0).await;
     assert_guard_fails(
@@ -150,11 +134,8 @@ async fn transaction_hash_field_equals_guard_fails_on_other_value_or_missing_fie
     let client = direct().await;
     let hash = unique_key("tx-ghe");
     let string = unique_key("tx-ghe-string");
-    client.hset::<i64, _, _>(&hash, ("f", "v")).await.unwrap();
-    client
-        .set::<(), _, _>(&string, "v", None, None, false)
-        .await
-        .unwrap();
+    put_hash(&client, &hash, &[("f", "v")]).await;
+    put_string(&client, &string, "v").await;
     assert_guard_fails(&mut kv, vec![hash_field_equals(&hash, "f", "w")], 0).await;
     assert_guard_fails(
         &mut kv,
@@ -179,10 +160,12 @@ async fn transaction_hash_field_at_least_guard_fails_below_the_bound() {
     let (_gateway, mut kv) = start().await;
     let client = direct().await;
     let hash = unique_key("tx-gal");
-    client
-        .hset::<i64, _, _>(&hash, vec![("n", "5"), ("text", "abc"), ("neg", "-3")])
-        .await
-        .unwrap();
+    put_hash(
+        &client,
+        &hash,
+        &[("n", "5"), ("text", "abc"), ("neg", "-3")],
+    )
+    .await;
     assert_guard_fails(&mut kv, vec![at_least(&hash, "n", 6)], 0).await;
     assert_guard_fails(
         &mut kv,
@@ -212,10 +195,12 @@ async fn transaction_hash_field_at_most_guard_fails_above_the_bound() {
     let (_gateway, mut kv) = start().await;
     let client = direct().await;
     let hash = unique_key("tx-gam");
-    client
-        .hset::<i64, _, _>(&hash, vec![("n", "5"), ("text", "abc"), ("neg", "-3")])
-        .await
-        .unwrap();
+    put_hash(
+        &client,
+        &hash,
+        &[("n", "5"), ("text", "abc"), ("neg", "-3")],
+    )
+    .await;
     assert_guard_fails(&mut kv, vec![at_most(&hash, "n", 4)], 0).await;
     assert_guard_fails(
         &mut kv,
@@ -244,11 +229,7 @@ async fn transaction_hash_field_bounds_compare_exactly_past_2_pow_53() {
     let (_gateway, mut kv) = start().await;
     let hash = unique_key("tx-gbig");
     let big = (1i64 << 60) + 1;
-    direct()
-        .await
-        .hset::<i64, _, _>(&hash, ("n", big.to_string()))
-        .await
-        .unwrap();
+    put_hash(&direct().await, &hash, &[("n", &big.to_string())]).await;
     assert_guards_hold(
         &mut kv,
         vec![at_least(&hash, "n", big), at_most(&hash, "n", big)],
@@ -265,15 +246,9 @@ async fn transaction_failing_guard_changes_nothing() {
     let string = unique_key("tx-rb");
     let counter = unique_key("tx-rb-counter");
     let hash = unique_key("tx-rb-hash");
-    client
-        .set::<(), _, _>(&string, "before", None, None, false)
-        .await
-        .unwrap();
-    client
-        .set::<(), _, _>(&counter, "1", None, None, false)
-        .await
-        .unwrap();
-    client.hset::<i64, _, _>(&hash, ("n", "3")).await.unwrap();
+    put_string(&client, &string, "before").await;
+    put_string(&client, &counter, "1").await;
+    put_hash(&client, &hash, &[("n", "3")]).await;
     let reply = run(
         &mut kv,
         vec![value_equals(&string, "before"), at_least(&hash, "n", 4)],
@@ -287,9 +262,7 @@ async fn transaction_failing_guard_changes_nothing() {
     )
     .await
     .unwrap();
-    assert!(!reply.committed);
-    assert_eq!(reply.failed_guard, Some(1));
-    assert!(reply.results.is_empty());
+    assert_guard_failed(&reply, 1);
     assert_eq!(string_of(&client, &string).await.as_deref(), Some("before"));
     assert_eq!(client.pttl::<i64, _>(&string).await.unwrap(), -1);
     assert_eq!(string_of(&client, &counter).await.as_deref(), Some("1"));

@@ -13,24 +13,27 @@ use redis_gateway::pb::transaction_operation::{self as op, Op};
 use tonic::Code;
 use tonic::transport::Channel;
 
+pub use crate::common::start_with;
 use crate::common::{Gateway, duration, shared_redis};
 
 pub type Kv = KeyValueClient<Channel>;
 
+/// A gateway with default limits over the shared Redis, and a client to it.
 pub async fn start() -> (Gateway, Kv) {
-    let gateway = Gateway::start(&shared_redis().url(), &[]).await;
-    let kv = gateway.kv().await;
-    (gateway, kv)
+    start_with(&[]).await
 }
 
+/// A direct client to the shared Redis.
 pub async fn direct() -> Client {
     shared_redis().client().await
 }
 
+/// The UTF-8 bytes of `text`.
 pub fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
+/// A protobuf TTL of `n` seconds.
 pub fn secs(n: u64) -> Option<prost_types::Duration> {
     Some(duration(Duration::from_secs(n)))
 }
@@ -163,8 +166,33 @@ pub fn at_most(name: &str, field: &str, value: i64) -> pb::TransactionGuard {
     }
 }
 
+// Writing keys directly.
+
+/// Stores string `value` at `key`, without TTL.
+pub async fn put_string(client: &Client, key: &str, value: &str) {
+    client
+        .set::<(), _, _>(key, value, None, None, false)
+        .await
+        .unwrap();
+}
+
+/// Stores `fields` in hash `key`.
+pub async fn put_hash(client: &Client, key: &str, fields: &[(&str, &str)]) {
+    client
+        .hset::<i64, _, _>(key, fields.to_vec())
+        .await
+        .unwrap();
+}
+
+/// Stores `value` both as string `counter` and as field `f` of hash `hash`.
+pub async fn put_counter_and_field(client: &Client, counter: &str, hash: &str, value: &str) {
+    put_string(client, counter, value).await;
+    put_hash(client, hash, &[("f", value)]).await;
+}
+
 // Running transactions and checking what they left behind.
 
+/// Runs a transaction; its reply or error status.
 pub async fn run(
     kv: &mut Kv,
     guards: Vec<pb::TransactionGuard>,
@@ -187,10 +215,31 @@ pub async fn commit(
     reply.results.iter().map(|result| result.value).collect()
 }
 
+/// Runs a transaction without guards that must fail with `code`, naming `field`.
+pub async fn assert_ops_fail(
+    kv: &mut Kv,
+    ops: Vec<pb::TransactionOperation>,
+    code: Code,
+    field: &str,
+) {
+    assert_status(run(kv, vec![], ops).await, code, field);
+}
+
+/// A plain Get of `key` through the KeyValue API.
+pub async fn get(kv: &mut Kv, key: &str) -> pb::GetResponse {
+    let request = pb::GetRequest {
+        key: key.to_owned(),
+        ..Default::default()
+    };
+    kv.get(request).await.unwrap().into_inner()
+}
+
+/// The string at `key`, if any.
 pub async fn string_of(client: &Client, key: &str) -> Option<String> {
     client.get::<Option<String>, _>(key).await.unwrap()
 }
 
+/// Every field of hash `key`.
 pub async fn hash_of(client: &Client, key: &str) -> HashMap<String, String> {
     client
         .hgetall::<HashMap<String, String>, _>(key)
@@ -198,6 +247,7 @@ pub async fn hash_of(client: &Client, key: &str) -> HashMap<String, String> {
         .unwrap()
 }
 
+/// Asserts that a transaction failed with `code` and a message naming `field`.
 #[track_caller]
 pub fn assert_status(
     result: Result<pb::TransactionResponse, tonic::Status>,
