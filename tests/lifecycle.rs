@@ -41,20 +41,7 @@ fn spawn_gateway(args: &[&str], envs: &[(&str, &str)]) -> Child {
 
 /// Connects to a gateway process, retrying while it starts.
 async fn connect(port: u16) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(channel) => return channel,
-            Err(err) => {
-                assert!(Instant::now() < deadline, "gateway not reachable: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    common::connect_channel(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).await
 }
 
 /// Waits until the gateway behind `channel` reports SERVING.

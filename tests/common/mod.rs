@@ -229,21 +229,7 @@ impl Gateway {
 
     /// A connected channel to the gateway.
     pub async fn channel(&self) -> Channel {
-        let endpoint = format!("http://{}", self.addr);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match Channel::from_shared(endpoint.clone())
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(channel) => return channel,
-                Err(err) => {
-                    assert!(Instant::now() < deadline, "gateway not reachable: {err}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        connect_channel(self.addr, Duration::from_secs(10)).await
     }
 
     /// A KeyValue client.
@@ -303,6 +289,24 @@ pub async fn start_with(args: &[&str]) -> (Gateway, KeyValueClient<Channel>) {
     let gateway = Gateway::start(&shared_redis().url(), args).await;
     let kv = gateway.kv().await;
     (gateway, kv)
+}
+
+/// A channel to a gateway at `addr`, retrying while it starts, for at most `within`.
+pub async fn connect_channel(addr: SocketAddr, within: Duration) -> Channel {
+    let deadline = Instant::now() + within;
+    loop {
+        match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "gateway not reachable: {err}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 /// A request with a gRPC deadline.
