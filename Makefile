@@ -2,7 +2,8 @@
 #   make run    start the gateway on 127.0.0.1:50051; with its own embedded Redis unless
 #               REDIS_URL or REDIS_HOST names one
 #   make test   run every test (each installs what is missing first)
-# Also: make lint (rustfmt + clippy), make build (release binary).
+# Also: make lint (rustfmt, clippy, buf lint and buf breaking on proto/), make build (release
+# binary).
 
 CARGO ?= cargo
 
@@ -23,6 +24,9 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@BUF="$$(scripts/install-deps.sh lint | tail -n 1)" && export BUF && \
+		echo "buf: $$BUF ($$("$$BUF" --version))" && "$$BUF" lint && echo "buf lint: ok" && \
+		scripts/buf-breaking.sh
 
 build:
 	$(CARGO) build --release
