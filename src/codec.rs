@@ -51,7 +51,7 @@ impl<U: Message + Default> Decoder for GatewayDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        // prost names the message and field: "failed to decode Protobuf message: GetRequest.key:
+        // prost names the message and field: "failed to decode Protobuf message: KeyValueGetRequest.key:
         // invalid string value: data is not UTF-8 encoded".
         self.0
             .decode(buf)

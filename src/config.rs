@@ -43,6 +43,9 @@ fn parse_byte_size(text: &str) -> Result<usize, String> {
 /// many values to one command inside Lua, whose stack holds about 8000.
 pub const MAX_BATCH_ITEMS_LIMIT: usize = 3000;
 
+/// The longest GATEWAY_MAX_TTL: 100 years of 365.25 days (as `100years` parses).
+pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(3_155_760_000);
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -89,10 +92,16 @@ pub struct Config {
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
 
-    /// Number of Redis connections in the pool. Each connection pipelines many concurrent
-    /// calls, so a handful is enough for most loads.
-    #[arg(long, env = "REDIS_MAX_CONNECTIONS", default_value_t = 8)]
-    pub redis_max_connections: usize,
+    /// Redis connections in all, shared out among the runtimes (at least one each; default:
+    /// one per runtime). Each connection pipelines every concurrent call of its runtime, and
+    /// fewer connections pipeline better: more rarely help.
+    #[arg(long, env = "REDIS_MAX_CONNECTIONS")]
+    pub redis_max_connections: Option<usize>,
+
+    /// Number of single-threaded runtimes serving calls, each with its own listener
+    /// (SO_REUSEPORT) and its own Redis connections; 0 means one per CPU core.
+    #[arg(long, env = "GATEWAY_RUNTIMES", default_value_t = 0)]
+    pub runtimes: usize,
 
     /// Retry idempotent reads once when Redis times out or the connection drops, within the
     /// call's deadline. Writes that are not idempotent are never retried.
@@ -141,7 +150,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_BATCH_ITEMS", default_value_t = 1000)]
     pub max_batch_items: usize,
 
-    /// Longest TTL accepted.
+    /// Largest sum of value bytes in one response (GetMany, and later Hash.GetAll); bigger
+    /// replies are RESOURCE_EXHAUSTED, naming the RPC to use instead.
+    #[arg(long, env = "GATEWAY_MAX_RESPONSE_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
+    pub max_response_bytes: usize,
+
+    /// Longest TTL accepted (at most 100 years, so now + TTL always fits Redis' clock).
     #[arg(long, env = "GATEWAY_MAX_TTL", default_value = "365d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
@@ -209,10 +223,25 @@ impl Config {
                 "must be between 1 and 65535",
             ));
         }
-        if !(1..=256).contains(&self.redis_max_connections) {
+        if self
+            .redis_max_connections
+            .is_some_and(|connections| !(1..=256).contains(&connections))
+        {
             return Err(ConfigError::new(
                 "--redis-max-connections / REDIS_MAX_CONNECTIONS",
                 "must be between 1 and 256",
+            ));
+        }
+        if self.runtimes > 256 {
+            return Err(ConfigError::new(
+                "--runtimes / GATEWAY_RUNTIMES",
+                "must be between 0 (one per CPU core) and 256",
+            ));
+        }
+        if self.max_response_bytes < self.max_value_bytes {
+            return Err(ConfigError::new(
+                "--max-response-bytes / GATEWAY_MAX_RESPONSE_BYTES",
+                "must be at least GATEWAY_MAX_VALUE_BYTES, or a single stored value could not be read back",
             ));
         }
         let positive_durations = [
@@ -239,10 +268,11 @@ impl Config {
                 return Err(ConfigError::new(setting, "must be greater than zero"));
             }
         }
-        if self.max_ttl.as_millis() > i64::MAX as u128 {
+        if self.max_ttl > MAX_TTL_LIMIT {
             return Err(ConfigError::new(
                 "--max-ttl / GATEWAY_MAX_TTL",
-                "is too large",
+                "must be at most 100 years: Redis stores expiry as now + TTL in milliseconds, and \
+                 a Transaction must never be half-applied because Redis rejected an expiry",
             ));
         }
         if self.max_key_bytes == 0 || self.max_key_bytes > 512 << 20 {
@@ -276,6 +306,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How many runtimes serve: GATEWAY_RUNTIMES, or one per CPU core.
+    pub fn runtime_count(&self) -> usize {
+        match self.runtimes {
+            0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+            count => count,
+        }
+    }
+
+    /// Redis connections per runtime: REDIS_MAX_CONNECTIONS shared out, at least one.
+    pub fn connections_per_runtime(&self) -> usize {
+        self.redis_max_connections
+            .map_or(1, |total| (total / self.runtime_count()).max(1))
+    }
+}
+
 impl std::fmt::Debug for Config {
     /// Lists every setting but the secrets: the password is masked and so is any password in
     /// the URL.
@@ -292,6 +338,7 @@ impl std::fmt::Debug for Config {
                 &self.redis_password.as_ref().map(|_| "***"),
             )
             .field("redis_max_connections", &self.redis_max_connections)
+            .field("runtimes", &self.runtimes)
             .field("redis_retry_on_timeout", &self.redis_retry_on_timeout)
             .field("redis_connect_timeout", &self.redis_connect_timeout)
             .field("redis_command_timeout", &self.redis_command_timeout)
@@ -302,6 +349,7 @@ impl std::fmt::Debug for Config {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("max_batch_items", &self.max_batch_items)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
             .field("health_interval", &self.health_interval)
             .field("drain_timeout", &self.drain_timeout)
@@ -378,6 +426,37 @@ mod tests {
             assert_eq!(config.redis_retry_on_timeout, expected, "{text}");
         }
         assert!(Config::parse_from(["redis-gateway", "--embedded-redis"]).embedded_redis);
+    }
+
+    #[test]
+    fn ttls_past_a_century_are_refused() {
+        let config = Config::parse_from(["redis-gateway", "--max-ttl", "101years"]);
+        let err = config.validate().unwrap_err();
+        assert!(err.setting.contains("GATEWAY_MAX_TTL"), "{err}");
+        let config = Config::parse_from(["redis-gateway", "--max-ttl", "100years"]);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn connections_are_shared_out_among_runtimes() {
+        let config = Config::parse_from(["redis-gateway", "--runtimes", "2"]);
+        assert_eq!(config.connections_per_runtime(), 1);
+        let config = Config::parse_from([
+            "redis-gateway",
+            "--runtimes",
+            "2",
+            "--redis-max-connections",
+            "6",
+        ]);
+        assert_eq!(config.connections_per_runtime(), 3);
+        let config = Config::parse_from([
+            "redis-gateway",
+            "--runtimes",
+            "4",
+            "--redis-max-connections",
+            "2",
+        ]);
+        assert_eq!(config.connections_per_runtime(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use fred::error::{Error as RedisError, ErrorKind};
 use tonic::Status;
 
-use crate::redis::Budget;
+use crate::redis::{Budget, Operands};
 
 /// Whether a command may safely run twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +34,13 @@ pub enum Error {
     /// The data in Redis does not allow the operation (e.g. a hash where a string is needed).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// Redis refused for lack of resources (maxmemory reached).
+    /// Redis refused for lack of resources (maxmemory reached), or the reply would exceed the
+    /// response limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The gateway's Redis user lacks an ACL permission the call needs.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Redis could not be reached or failed; the call may be retried.
     #[error("{message}")]
     Unavailable {
@@ -91,12 +95,22 @@ impl Error {
 
     /// Classifies a fred error.
     ///
-    /// `idempotency` tells whether a failure after sending leaves the outcome unknown;
+    /// Redis' own reply prefix is read first (fred files `CLUSTERDOWN` under its cluster kind,
+    /// yet Redis refused the command, so the outcome is known); fred's error kind decides the
+    /// rest. `idempotency` tells whether a failure after sending leaves the outcome unknown;
     /// `budget` is the time the command had: when the client's deadline set it, a timeout is
-    /// DEADLINE_EXCEEDED, otherwise UNAVAILABLE.
-    pub fn from_redis(err: RedisError, idempotency: Idempotency, budget: Budget) -> Self {
+    /// DEADLINE_EXCEEDED, otherwise UNAVAILABLE. `operands` names the request fields a data
+    /// error is about.
+    pub fn from_redis(
+        err: RedisError,
+        idempotency: Idempotency,
+        budget: Budget,
+        operands: Operands,
+    ) -> Self {
+        if let Some(classified) = Self::from_redis_reply(err.details(), operands) {
+            return classified;
+        }
         let may_have_applied = idempotency == Idempotency::AtMostOnce;
-        let details = err.details();
         match err.kind() {
             ErrorKind::Timeout if budget.deadline_bound => Self::DeadlineExceeded {
                 outcome_unknown: may_have_applied,
@@ -125,7 +139,7 @@ impl Error {
             }
             _ if FRED_CONNECTION_FAILURES
                 .iter()
-                .any(|failure| details.starts_with(failure)) =>
+                .any(|failure| err.details().starts_with(failure)) =>
             {
                 tracing::debug!(error = %err, "redis connection failure");
                 Self::Unavailable {
@@ -133,14 +147,22 @@ impl Error {
                     outcome_unknown: may_have_applied,
                 }
             }
-            _ => Self::from_redis_reply(details),
+            _ => Self::Internal(format!("unexpected Redis error: {}", err.details())),
         }
     }
 
-    /// Classifies an error reply from Redis (or from one of our scripts) by its prefix.
-    fn from_redis_reply(details: &str) -> Self {
+    /// Classifies an error reply from Redis (or from one of our scripts) by its prefix and
+    /// text; `None` when the text is not a reply this gateway knows.
+    fn from_redis_reply(details: &str, operands: Operands) -> Option<Self> {
         let (prefix, rest) = details.split_once(' ').unwrap_or((details, ""));
-        match prefix {
+        let refused = |why: &str| Self::Unavailable {
+            message: format!(
+                "Redis refused the command ({why}): {}",
+                first_words(details)
+            ),
+            outcome_unknown: false,
+        };
+        Some(match prefix {
             "WRONGTYPE" => Self::FailedPrecondition(
                 "WRONGTYPE: the key holds a Redis type this operation cannot work on".into(),
             ),
@@ -148,10 +170,22 @@ impl Error {
                 "Redis is out of memory (maxmemory reached); the write was rejected".into(),
             ),
             "CROSSSLOT" => Self::invalid(
-                "keys",
+                operands.stored,
                 "the keys map to different Redis Cluster slots; give them a common hash tag, e.g. \
                  {user42}:a and {user42}:b",
             ),
+            "NOPERM" => {
+                tracing::error!(
+                    reply = %details,
+                    "Redis refused a command to the gateway's user: grant it in the ACL, e.g. \
+                     `ACL SETUSER <user> +@read +@write +@scripting +@keyspace +info +ping`"
+                );
+                Self::PermissionDenied(
+                    "the gateway's Redis user lacks a permission this call needs; the gateway \
+                     log names it"
+                        .into(),
+                )
+            }
             // Raised by our own Lua scripts: `GWARG <field> <reason>`.
             "GWARG" => {
                 let (field, reason) = rest.split_once(' ').unwrap_or((rest, "is invalid"));
@@ -160,32 +194,42 @@ impl Error {
             // Raised by our own Lua scripts: `GWTYPE <message>`.
             "GWTYPE" => Self::FailedPrecondition(strip_script_location(rest).into()),
             // Redis refused these before running the command: the outcome is known.
-            "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN" => {
+            "LOADING" => refused("still loading its data"),
+            "BUSY" => refused("a long script is running"),
+            "MASTERDOWN" => refused("the replica lost its primary"),
+            "READONLY" => refused("it is a read-only replica, e.g. after a failover"),
+            "TRYAGAIN" => refused("a cluster slot is moving"),
+            "CLUSTERDOWN" => refused("the cluster is down"),
+            "MOVED" | "ASK" => refused("a cluster slot moved"),
+            "MISCONF" => refused("it cannot persist to disk"),
+            "NOREPLICAS" => refused("not enough replicas acknowledge writes"),
+            "NOAUTH" | "WRONGPASS" => {
+                tracing::error!(reply = %details, "Redis rejected the gateway's credentials");
                 Self::Unavailable {
-                    message: format!("Redis cannot serve now: {}", first_words(details)),
+                    message: "Redis rejected the gateway's credentials".into(),
                     outcome_unknown: false,
                 }
             }
             _ if details.contains("value is not an integer or out of range") => Self::invalid(
-                "key",
+                operands.stored,
                 "the stored value is not an integer, or the result is out of the 64-bit range",
             ),
             _ if details.contains("increment or decrement would overflow") => Self::invalid(
-                "delta",
+                operands.delta,
                 "the result would overflow a signed 64-bit integer; nothing was changed",
             ),
             _ if details.contains("hash value is not an integer") => {
-                Self::invalid("field", "the stored hash field is not an integer")
+                Self::invalid(operands.stored, "the stored hash field is not an integer")
             }
             _ if details.contains("value is not a valid float") => {
-                Self::invalid("key", "the stored value is not a number")
+                Self::invalid(operands.stored, "the stored value is not a number")
             }
             _ if details.contains("would produce NaN or Infinity") => Self::invalid(
-                "delta",
+                operands.delta,
                 "the result would be NaN or infinite; nothing was changed",
             ),
-            _ => Self::Internal(format!("unexpected Redis error: {details}")),
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -210,6 +254,7 @@ impl From<Error> for Status {
             }
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::ResourceExhausted(message) => Status::resource_exhausted(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable {
                 message,
                 outcome_unknown,
@@ -247,9 +292,29 @@ mod tests {
         }
     }
 
+    /// A Redis error reply as fred reports it: fred's `pretty_error` files WRONGTYPE under
+    /// `InvalidArgument`, NOAUTH/WRONGPASS under `Auth`, MOVED/ASK/CLUSTERDOWN under `Cluster`,
+    /// and everything else under `Unknown`.
+    fn fred_reply(text: &str) -> RedisError {
+        let kind = match text.split_whitespace().next().unwrap_or("") {
+            "WRONGTYPE" => ErrorKind::InvalidArgument,
+            "NOAUTH" | "WRONGPASS" => ErrorKind::Auth,
+            "MOVED" | "ASK" | "CLUSTERDOWN" => ErrorKind::Cluster,
+            _ => ErrorKind::Unknown,
+        };
+        RedisError::new(kind, text.to_owned())
+    }
+
+    fn classify(err: RedisError, idempotency: Idempotency, operands: Operands) -> Status {
+        Error::from_redis(err, idempotency, budget(false), operands).into()
+    }
+
     fn reply(text: &str) -> Status {
-        let err = RedisError::new(ErrorKind::Unknown, text.to_owned());
-        Error::from_redis(err, Idempotency::Idempotent, budget(false)).into()
+        classify(
+            fred_reply(text),
+            Idempotency::AtMostOnce,
+            Operands::default(),
+        )
     }
 
     #[test]
@@ -269,10 +334,84 @@ mod tests {
             reply("ERR value is not an integer or out of range").code(),
             Code::InvalidArgument
         );
-        assert_eq!(reply("LOADING Redis is loading").code(), Code::Unavailable);
         let internal = reply("ERR something nobody expected");
         assert_eq!(internal.code(), Code::Internal);
         assert!(!internal.message().contains("nobody expected"));
+    }
+
+    #[test]
+    fn refusals_are_unavailable_with_a_known_outcome() {
+        for text in [
+            "CLUSTERDOWN The cluster is down",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk",
+            "NOREPLICAS Not enough good replicas to write.",
+            "READONLY You can't write against a read only replica.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "LOADING Redis is loading the dataset in memory",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            // At-most-once writes: were the refusal read as a connection failure, the status
+            // would say the outcome is unknown.
+            let status = reply(text);
+            assert_eq!(status.code(), Code::Unavailable, "{text}");
+            assert!(
+                !status.message().contains("may or may not"),
+                "{text}: {}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn missing_acl_permissions_are_permission_denied() {
+        let status = reply("NOPERM User app has no permissions to run the 'eval' command");
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn data_errors_name_the_field_of_the_request_being_served() {
+        let hash = Operands {
+            stored: "field",
+            delta: "delta",
+        };
+        let status = classify(
+            fred_reply("ERR hash value is not an integer"),
+            Idempotency::AtMostOnce,
+            hash,
+        );
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("field: "),
+            "{}",
+            status.message()
+        );
+        let status = classify(
+            fred_reply("ERR value is not an integer or out of range"),
+            Idempotency::AtMostOnce,
+            Operands {
+                stored: "entries[2].key",
+                delta: "delta",
+            },
+        );
+        assert!(
+            status.message().starts_with("entries[2].key: "),
+            "{}",
+            status.message()
+        );
+        let status = classify(
+            fred_reply("ERR increment or decrement would overflow"),
+            Idempotency::AtMostOnce,
+            Operands {
+                stored: "key",
+                delta: "amount",
+            },
+        );
+        assert!(
+            status.message().starts_with("amount: "),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]
@@ -288,14 +427,48 @@ mod tests {
     }
 
     #[test]
+    fn connection_failures_leave_a_write_unknown() {
+        for err in [
+            RedisError::new(ErrorKind::IO, "Connection closed."),
+            RedisError::new(ErrorKind::Canceled, "Connection closed unexpectedly."),
+            RedisError::new(ErrorKind::Unknown, "Failed to route command."),
+        ] {
+            let status = classify(err, Idempotency::AtMostOnce, Operands::default());
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(
+                status.message().contains("may or may not"),
+                "{}",
+                status.message()
+            );
+        }
+        let auth = classify(
+            fred_reply("WRONGPASS invalid username-password pair or user is disabled."),
+            Idempotency::AtMostOnce,
+            Operands::default(),
+        );
+        assert_eq!(auth.code(), Code::Unavailable);
+        assert!(!auth.message().contains("may or may not"));
+    }
+
+    #[test]
     fn timeouts_distinguish_deadline_and_unknown_outcome() {
-        let timeout = || RedisError::new(ErrorKind::Timeout, "timed out");
-        let write: Status =
-            Error::from_redis(timeout(), Idempotency::AtMostOnce, budget(true)).into();
+        let timeout = || RedisError::new(ErrorKind::Timeout, "Request timed out.");
+        let write: Status = Error::from_redis(
+            timeout(),
+            Idempotency::AtMostOnce,
+            budget(true),
+            Operands::default(),
+        )
+        .into();
         assert_eq!(write.code(), Code::DeadlineExceeded);
         assert!(write.message().contains("may or may not have been applied"));
-        let read: Status =
-            Error::from_redis(timeout(), Idempotency::Idempotent, budget(false)).into();
+        let read: Status = Error::from_redis(
+            timeout(),
+            Idempotency::Idempotent,
+            budget(false),
+            Operands::default(),
+        )
+        .into();
         assert_eq!(read.code(), Code::Unavailable);
         assert!(!read.message().contains("may or may not"));
     }

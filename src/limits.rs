@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::redis::keys;
 
 /// The configured bounds on what a request may carry.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +20,8 @@ pub struct Limits {
     pub max_batch_items: usize,
     /// Longest TTL.
     pub max_ttl: Duration,
+    /// Largest sum of value bytes in one response.
+    pub max_response_bytes: usize,
 }
 
 impl From<&Config> for Limits {
@@ -28,13 +31,31 @@ impl From<&Config> for Limits {
             max_value_bytes: config.max_value_bytes,
             max_batch_items: config.max_batch_items,
             max_ttl: config.max_ttl,
+            max_response_bytes: config.max_response_bytes,
         }
     }
 }
 
 impl Limits {
-    /// A key (or hash name) must be 1 to `max_key_bytes` bytes.
+    /// A caller's key (or hash name) must be 1 to `max_key_bytes` bytes and lie outside the
+    /// gateway's reserved key space.
     pub fn key(&self, field: &str, key: &str) -> Result<(), Error> {
+        self.name(field, key)?;
+        if keys::is_internal(key) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "starts with `{}`, which is reserved for the gateway's locks and sessions",
+                    keys::INTERNAL_PREFIX
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A name that is not a key (a hash field, a lock name) must be 1 to `max_key_bytes`
+    /// bytes.
+    pub fn name(&self, field: &str, key: &str) -> Result<(), Error> {
         if key.is_empty() {
             return Err(Error::invalid(field, "must not be empty"));
         }
@@ -88,6 +109,28 @@ impl Limits {
         self.batch(field, keys.len())?;
         for (index, key) in keys.iter().enumerate() {
             self.key(&format!("{field}[{index}]"), key)?;
+        }
+        Ok(())
+    }
+
+    /// Every name of a list (hash fields), each checked and named by its index.
+    pub fn names(&self, field: &str, names: &[String]) -> Result<(), Error> {
+        self.batch(field, names.len())?;
+        for (index, name) in names.iter().enumerate() {
+            self.name(&format!("{field}[{index}]"), name)?;
+        }
+        Ok(())
+    }
+
+    /// A reply of `rpc` carrying `bytes` of values must fit `max_response_bytes`; over it,
+    /// RESOURCE_EXHAUSTED says what to use `instead`.
+    pub fn response(&self, rpc: &str, bytes: usize, instead: &str) -> Result<(), Error> {
+        if bytes > self.max_response_bytes {
+            return Err(Error::ResourceExhausted(format!(
+                "{rpc}: the reply would carry {bytes} bytes of values; the limit is {} \
+                 (GATEWAY_MAX_RESPONSE_BYTES). {instead}",
+                self.max_response_bytes
+            )));
         }
         Ok(())
     }
@@ -185,6 +228,7 @@ mod tests {
             max_value_bytes: 4,
             max_batch_items: 2,
             max_ttl: Duration::from_secs(60),
+            max_response_bytes: 10,
         }
     }
 
@@ -211,6 +255,25 @@ mod tests {
         );
         let err = limits().keys("keys", &["a".into(), "".into()]).unwrap_err();
         assert!(err.to_string().starts_with("keys[1]"), "{err}");
+    }
+
+    #[test]
+    fn the_reserved_key_space_is_refused_to_callers_but_not_to_names() {
+        let err = limits().key("key", "__gw:x").unwrap_err();
+        assert!(
+            err.to_string().starts_with("key: starts with `__gw:`"),
+            "{err}"
+        );
+        assert!(limits().name("field", "__gw:x").is_ok());
+        assert!(limits().key("key", "gw:x").is_ok());
+    }
+
+    #[test]
+    fn responses_over_the_limit_name_the_alternative() {
+        assert!(limits().response("GetMany", 10, "use Scan").is_ok());
+        let err = limits().response("GetMany", 11, "use Scan").unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)));
+        assert!(err.to_string().contains("use Scan"), "{err}");
     }
 
     #[test]

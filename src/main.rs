@@ -1,6 +1,10 @@
 //! The `redis-gateway` binary: parse the configuration, set up logging, bind the listener and
-//! run the server until SIGTERM or SIGINT. Exit codes: 0 after a clean drain, 2 for invalid
-//! configuration, 1 for any other failure at start.
+//! run the server until SIGTERM or SIGINT; a second signal exits at once. Exit codes: 0 after
+//! a clean drain, 2 for invalid configuration or an unusable Redis, 1 for any other failure at
+//! start, 130/143 when a second SIGINT/SIGTERM cut the drain short.
+//!
+//! The calling thread runs the first of the gateway's single-threaded runtimes (see
+//! `redis_gateway::server`).
 
 use std::process::ExitCode;
 
@@ -9,16 +13,28 @@ use redis_gateway::config::Config;
 use redis_gateway::{server, telemetry};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
     if let Err(err) = config.validate() {
         eprintln!("redis-gateway: {err}");
         return ExitCode::from(2);
     }
     telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the runtime");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve(config))
+}
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+async fn serve(config: Config) -> ExitCode {
+    let listener = match server::bind(config.listen).and_then(tokio::net::TcpListener::from_std) {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(listen = %config.listen, error = %err, "cannot listen (GATEWAY_LISTEN)");
@@ -37,7 +53,7 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits the process on the second.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut terminate), Ok(mut interrupt)) = (
@@ -47,10 +63,25 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
         return;
     };
-    let name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down: draining in-flight calls");
-    shutdown.cancel();
+    let mut first = true;
+    loop {
+        let (name, code) = tokio::select! {
+            _ = terminate.recv() => ("SIGTERM", 143),
+            _ = interrupt.recv() => ("SIGINT", 130),
+        };
+        if first {
+            tracing::info!(
+                signal = name,
+                "shutting down: draining in-flight calls (a second signal exits at once)"
+            );
+            shutdown.cancel();
+            first = false;
+        } else {
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting without waiting for the drain"
+            );
+            std::process::exit(code);
+        }
+    }
 }

@@ -1,18 +1,33 @@
-//! Wiring: the embedded Redis (if asked for), the Redis pool, the gRPC services, health and
-//! reflection, the background Redis probe, and graceful shutdown.
+//! Wiring: the embedded Redis (if asked for), the runtimes and their Redis pools, the gRPC
+//! services, health and reflection, the background Redis probe, and graceful shutdown.
 //!
-//! Shutdown: when `shutdown` is cancelled, health turns NOT_SERVING, the listener closes (new
-//! calls are refused), streams end themselves, in-flight calls are drained for at most
-//! `--drain-timeout`, then the pool closes and the embedded Redis stops.
+//! Runtime model (see the crate docs for the measurements behind it): `GATEWAY_RUNTIMES`
+//! single-threaded tokio runtimes, one per CPU core by default. [`run`] serves on the runtime
+//! it is called on; each further runtime runs on its own thread with its own listener on the
+//! same address (SO_REUSEPORT, so the kernel spreads connections) and its own Redis pool. They
+//! share only [`Shared`] (limits, shutdown, tasks, counters) and the health status.
+//!
+//! Shutdown: when `shutdown` is cancelled, health turns NOT_SERVING, the listeners close (new
+//! calls are refused), streams and background tasks end themselves, and in-flight calls and
+//! tasks are drained for at most `--drain-timeout`; then the pools close and the embedded
+//! Redis stops.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use fred::types::config::Config as FredConfig;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, redact_url};
@@ -21,8 +36,14 @@ use crate::limits::Limits;
 use crate::pb;
 use crate::pb::key_value_server::KeyValueServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
+use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
 use crate::service::kv::KeyValueService;
+use crate::service::{Context, Shared};
+
+/// Room for message framing on top of the response limit's value bytes (keys, lengths,
+/// tags), so that tonic's encoding limit only catches what the value check cannot.
+const RESPONSE_FRAMING_ALLOWANCE: usize = 1 << 20;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +54,21 @@ pub enum ServeError {
     /// The Redis client could not be set up.
     #[error("Redis setup failed: {0}")]
     Redis(#[from] Error),
+    /// Redis is older than the gateway supports.
+    #[error(
+        "Redis {found} is too old: the gateway needs Redis {MIN_VERSION} or later (it uses SET \
+         with NX and GET together, PEXPIRE NX/XX/GT/LT and GETEX-like scripts)"
+    )]
+    UnsupportedRedis {
+        /// The version the server reported.
+        found: RedisVersion,
+    },
     /// Reflection could not read the descriptor set.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A runtime, its thread or its listener could not be set up.
+    #[error("runtime setup failed: {0}")]
+    Runtime(#[from] io::Error),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -46,7 +79,7 @@ impl ServeError {
     /// 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Embedded(EmbeddedError::NotInstalled { .. }) => 2,
+            Self::Embedded(EmbeddedError::NotInstalled { .. }) | Self::UnsupportedRedis { .. } => 2,
             _ => 1,
         }
     }
@@ -54,6 +87,50 @@ impl ServeError {
 
 /// The gRPC services this build registers; health reports each of them.
 const SERVICES: &[&str] = &[KeyValueServer::<KeyValueService>::NAME];
+
+/// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// How a further runtime joins the first one's listening address.
+struct ListenerSeat {
+    /// The address to bind with SO_REUSEPORT (the kernel then spreads connections).
+    addr: SocketAddr,
+    /// A second handle on the first listener's socket, for when it lacks SO_REUSEPORT.
+    fallback: std::net::TcpListener,
+}
+
+impl ListenerSeat {
+    fn new(listener: &TcpListener) -> io::Result<Self> {
+        Ok(Self {
+            addr: listener.local_addr()?,
+            fallback: socket2::SockRef::from(listener).try_clone()?.into(),
+        })
+    }
+
+    /// The runtime's own listener (the fallback handle is closed when not used, so it never
+    /// keeps the address open after the first listener closes).
+    fn take(self) -> io::Result<std::net::TcpListener> {
+        match bind(self.addr) {
+            Ok(own) => Ok(own),
+            Err(err) => {
+                tracing::debug!(addr = %self.addr, error = %err, "the listener has no SO_REUSEPORT; sharing its socket");
+                Ok(self.fallback)
+            }
+        }
+    }
+}
 
 /// Serves on `listener` until `shutdown` is cancelled and the drain is over.
 pub async fn run(
@@ -67,13 +144,16 @@ pub async fn run(
         None
     };
     let fred_config = redis::fred_config(&config, embedded.as_ref().map(EmbeddedRedis::port))?;
+    let runtimes = config.runtime_count();
+    let connections = config.connections_per_runtime();
     tracing::info!(
         redis = %describe_target(&config, embedded.as_ref()),
-        pool = config.redis_max_connections,
+        runtimes,
+        connections_per_runtime = connections,
         "connecting to Redis"
     );
     let redis = tokio::select! {
-        redis = Redis::connect(&config, fred_config) => redis?,
+        redis = Redis::connect(&config, fred_config.clone(), connections) => redis?,
         () = shutdown.cancelled() => {
             if let Some(embedded) = embedded {
                 embedded.stop().await;
@@ -81,67 +161,183 @@ pub async fn run(
             return Ok(());
         }
     };
-
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health { reporter };
-    health.set_all(ServingStatus::NotServing).await;
-    let probe = tokio::spawn(probe_redis(
-        redis.clone(),
-        health.clone(),
-        config.health_interval,
-        shutdown.clone(),
-    ));
-
-    let keyvalue = KeyValueServer::new(KeyValueService::new(
-        redis.clone(),
-        Limits::from(&config),
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(config.max_request_bytes);
-
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
-    tracing::info!(services = ?SERVICES, "serving gRPC");
-    let serve = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // A span per call, at debug level: free when the log level is info.
-        .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(keyvalue)
-        .serve_with_incoming_shutdown(incoming, {
-            let shutdown = shutdown.clone();
-            let health = health.clone();
-            async move {
-                shutdown.cancelled().await;
-                health.set_all(ServingStatus::NotServing).await;
-                health.end_watches().await;
-            }
-        });
-
-    let drain_timeout = config.drain_timeout;
-    let outcome = tokio::select! {
-        outcome = serve => outcome.map_err(ServeError::from),
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(drain_timeout).await;
-        } => {
-            tracing::warn!(?drain_timeout, "calls still running after the drain timeout; stopping anyway");
-            Ok(())
-        }
-    };
-    // Also ends the probe when the server failed on its own.
+    let outcome = serve_all(&config, listener, &shutdown, redis.clone(), fred_config).await;
     shutdown.cancel();
-    let _ = probe.await;
     redis.quit().await;
     if let Some(embedded) = embedded {
         embedded.stop().await;
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// Everything between connecting and closing the first pool: the probe, the runtimes and
+/// their drain.
+async fn serve_all(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+    redis: Redis,
+    fred_config: FredConfig,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(Limits::from(config), shutdown.clone()));
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health { reporter };
+    health.set_all(ServingStatus::NotServing).await;
+    let probe = shared.tasks.spawn(probe_redis(
+        redis.clone(),
+        health.clone(),
+        config.health_interval,
+        shutdown.clone(),
+    ));
+
+    let mut others = Vec::new();
+    for index in 1..config.runtime_count() {
+        let worker = Worker {
+            config: config.clone(),
+            shared: shared.clone(),
+            health: health.clone(),
+            health_service: health_service.clone(),
+        };
+        let seat = ListenerSeat::new(&listener)?;
+        let fred_config = fred_config.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("gateway-runtime-{index}"))
+            .spawn(move || {
+                let _ = done.send(worker.run_on_own_runtime(seat, fred_config));
+            })?;
+        others.push(finished);
+    }
+    tracing::info!(%addr, services = ?SERVICES, "serving gRPC");
+    let first = Worker {
+        config: config.clone(),
+        shared: shared.clone(),
+        health,
+        health_service,
+    };
+    let mut outcome = first.serve(listener, redis).await;
+    for finished in others {
+        let other = finished.await.unwrap_or_else(|_| {
+            Err(ServeError::Runtime(io::Error::other(
+                "a runtime thread panicked",
+            )))
+        });
+        outcome = outcome.and(other);
+    }
+    shutdown.cancel();
+    if let Ok(Err(err)) = probe.await {
+        outcome = Err(err);
+    }
+    tracing::debug!(
+        streams_opened = shared.stats.streams_opened.load(Ordering::Relaxed),
+        streams_open = shared.stats.open_streams.load(Ordering::Relaxed),
+        "runtimes stopped"
+    );
+    outcome
+}
+
+/// One runtime's share of the server.
+struct Worker<H> {
+    /// The settings.
+    config: Config,
+    /// What the runtimes share.
+    shared: Arc<Shared>,
+    /// The health statuses, to turn NOT_SERVING on shutdown.
+    health: Health,
+    /// The health service; every runtime serves the same statuses.
+    health_service: HealthServer<H>,
+}
+
+impl<H: HealthApi> Worker<H> {
+    /// Builds a single-threaded runtime on this thread, connects its own pool, and only then
+    /// takes its seat on the listening address (until then the other runtimes take every
+    /// connection), and serves.
+    fn run_on_own_runtime(
+        self,
+        seat: ListenerSeat,
+        fred_config: FredConfig,
+    ) -> Result<(), ServeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let shutdown = self.shared.shutdown.clone();
+            let connections = self.config.connections_per_runtime();
+            let redis = tokio::select! {
+                redis = Redis::connect(&self.config, fred_config, connections) => redis?,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let outcome = match seat.take().and_then(TcpListener::from_std) {
+                Ok(listener) => self.serve(listener, redis.clone()).await,
+                Err(err) => Err(err.into()),
+            };
+            redis.quit().await;
+            outcome
+        })
+    }
+
+    /// Serves on `listener` with `redis` until shutdown and drain.
+    async fn serve(self, listener: TcpListener, redis: Redis) -> Result<(), ServeError> {
+        let shared = self.shared.clone();
+        let shutdown = shared.shutdown.clone();
+        let keyvalue =
+            KeyValueServer::new(KeyValueService::new(Context::new(redis, shared.clone())))
+                .max_decoding_message_size(self.config.max_request_bytes)
+                .max_encoding_message_size(
+                    self.config.max_response_bytes + RESPONSE_FRAMING_ALLOWANCE,
+                );
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let health = self.health.clone();
+        let serve = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // A span per call, at debug level: free when the log level is info.
+            .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
+            .add_service(self.health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(keyvalue)
+            .serve_with_incoming_shutdown(incoming, {
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    health.set_all(ServingStatus::NotServing).await;
+                    health.end_watches().await;
+                }
+            });
+        let mut serve = pin!(serve);
+        let drain_timeout = self.config.drain_timeout;
+        let (outcome, drained_by) = tokio::select! {
+            outcome = &mut serve => (outcome.map_err(ServeError::from), Instant::now() + drain_timeout),
+            () = shutdown.cancelled() => {
+                let drained_by = Instant::now() + drain_timeout;
+                match tokio::time::timeout_at(drained_by, &mut serve).await {
+                    Ok(outcome) => (outcome.map_err(ServeError::from), drained_by),
+                    Err(_) => {
+                        tracing::warn!(?drain_timeout, "calls still running after the drain timeout; stopping anyway");
+                        (Ok(()), drained_by)
+                    }
+                }
+            }
+        };
+        // Also ends the other runtimes and the probe when this server failed on its own.
+        shutdown.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout_at(drained_by, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = shared.tasks.len(),
+                "background tasks still running after the drain timeout; stopping anyway"
+            );
+        }
+        outcome
+    }
 }
 
 /// The health statuses: the overall one ("") and one per registered service.
@@ -170,13 +366,14 @@ impl Health {
 }
 
 /// Pings Redis every `interval` and reports SERVING / NOT_SERVING on each change, until
-/// shutdown (when the status stays NOT_SERVING).
+/// shutdown (when the status stays NOT_SERVING). Each time Redis becomes reachable its
+/// version is checked: a server older than the gateway supports stops the gateway.
 async fn probe_redis(
     redis: Redis,
     health: Health,
     interval: Duration,
     shutdown: CancellationToken,
-) {
+) -> Result<(), ServeError> {
     let timeout = interval
         .max(Duration::from_millis(500))
         .min(redis.command_timeout());
@@ -185,12 +382,24 @@ async fn probe_redis(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let reachable = redis.ping(timeout).await;
+        let mut reachable = redis.ping(timeout).await;
         if shutdown.is_cancelled() {
-            return;
+            return Ok(());
+        }
+        if reachable.is_ok() && serving != Some(true) {
+            match redis.server_version(timeout).await {
+                Ok(found) if !found.is_supported() => {
+                    let err = ServeError::UnsupportedRedis { found };
+                    tracing::error!(error = %err, "refusing to serve");
+                    shutdown.cancel();
+                    return Err(err);
+                }
+                Ok(_) => {}
+                Err(err) => reachable = Err(err),
+            }
         }
         let now_serving = reachable.is_ok();
         if serving != Some(now_serving) {

@@ -17,15 +17,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 const KEYVALUE_SERVICE: &str = "redisgateway.v1.KeyValue";
 
-fn get(key: &str) -> pb::GetRequest {
-    pb::GetRequest {
+fn get(key: &str) -> pb::KeyValueGetRequest {
+    pb::KeyValueGetRequest {
         key: key.to_owned(),
         ..Default::default()
     }
 }
 
-fn set(key: &str, value: &'static [u8]) -> pb::SetRequest {
-    pb::SetRequest {
+fn set(key: &str, value: &'static [u8]) -> pb::KeyValueSetRequest {
+    pb::KeyValueSetRequest {
         key: key.to_owned(),
         value: Bytes::from_static(value),
         ..Default::default()
@@ -115,7 +115,7 @@ async fn a_hung_redis_never_holds_a_call_past_its_deadline() {
     let started = Instant::now();
     let write = kv
         .increment(with_deadline(
-            pb::IncrementRequest {
+            pb::KeyValueIncrementRequest {
                 key: "hung-counter".into(),
                 delta: 1,
                 ttl: None,
@@ -169,7 +169,7 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
         let key = key.clone();
         async move {
             kv.increment(with_deadline(
-                pb::IncrementRequest {
+                pb::KeyValueIncrementRequest {
                     key,
                     delta: 1,
                     ttl: None,
@@ -213,7 +213,7 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
         "the increment was replayed after the reconnect"
     );
     let reply = kv
-        .increment(pb::IncrementRequest {
+        .increment(pb::KeyValueIncrementRequest {
             key,
             delta: 1,
             ttl: None,
@@ -230,18 +230,19 @@ async fn scripts_are_reloaded_after_redis_forgets_them() {
     let mut kv = gateway.kv().await;
     let admin = redis.client().await;
     let key = unique_key("noscript");
-    let swap = |expected: Option<&'static [u8]>, value: &'static [u8]| pb::CompareAndSwapRequest {
-        key: key.clone(),
-        expectation: Some(match expected {
-            Some(bytes) => {
-                pb::compare_and_swap_request::Expectation::Expected(Bytes::from_static(bytes))
-            }
-            None => pb::compare_and_swap_request::Expectation::ExpectAbsent(true),
-        }),
-        value: Bytes::from_static(value),
-        ttl: None,
-        keep_ttl: false,
-    };
+    let swap =
+        |expected: Option<&'static [u8]>, value: &'static [u8]| pb::KeyValueCompareAndSwapRequest {
+            key: key.clone(),
+            expectation: Some(match expected {
+                Some(bytes) => pb::key_value_compare_and_swap_request::Expectation::Expected(
+                    Bytes::from_static(bytes),
+                ),
+                None => pb::key_value_compare_and_swap_request::Expectation::ExpectAbsent(true),
+            }),
+            value: Bytes::from_static(value),
+            ttl: None,
+            keep_ttl: false,
+        };
     assert!(
         kv.compare_and_swap(swap(None, b"1"))
             .await
@@ -300,7 +301,9 @@ async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
 }
 
 /// A Get while Redis stalls for 650 ms, with a 400 ms command timeout and a 3 s deadline.
-async fn get_across_a_stall(retry_on_timeout: &str) -> Result<pb::GetResponse, tonic::Status> {
+async fn get_across_a_stall(
+    retry_on_timeout: &str,
+) -> Result<pb::KeyValueGetResponse, tonic::Status> {
     let redis = RedisServer::start();
     let gateway = Gateway::start(
         &redis.url(),

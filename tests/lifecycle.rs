@@ -110,7 +110,7 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
     let kv = KeyValueClient::new(connect(port).await);
     let key = unique_key("drain");
     kv.clone()
-        .set(pb::SetRequest {
+        .set(pb::KeyValueSetRequest {
             key: key.clone(),
             value: Bytes::from_static(b"0"),
             ..Default::default()
@@ -128,7 +128,7 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
             let mut kv = kv.clone();
             let key = key.clone();
             tokio::spawn(async move {
-                kv.increment(pb::IncrementRequest {
+                kv.increment(pb::KeyValueIncrementRequest {
                     key,
                     delta: 1,
                     ttl: None,
@@ -182,7 +182,7 @@ async fn scan_streams_end_when_the_server_drains() {
     let gateway = Gateway::start(&redis.url(), &["--drain-timeout", "10s"]).await;
     let mut kv = gateway.kv().await;
     let mut pages = kv
-        .scan(pb::ScanRequest {
+        .scan(pb::KeyValueScanRequest {
             pattern: format!("{prefix}:*"),
             page_size: 1,
             r#type: String::new(),
@@ -360,7 +360,7 @@ async fn embedded_redis_serves_survives_a_crash_and_stops_with_the_gateway() {
     );
     let (redis_port, _log) = embedded_port(&mut gateway).await;
     let mut kv = KeyValueClient::new(connect(port).await);
-    kv.set(pb::SetRequest {
+    kv.set(pb::KeyValueSetRequest {
         key: "persisted".into(),
         value: Bytes::from_static(b"kept"),
         ..Default::default()
@@ -386,7 +386,7 @@ async fn embedded_redis_serves_survives_a_crash_and_stops_with_the_gateway() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let value = loop {
         match kv
-            .get(pb::GetRequest {
+            .get(pb::KeyValueGetRequest {
                 key: "persisted".into(),
                 ..Default::default()
             })
@@ -425,7 +425,7 @@ async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
     .await;
     let mut kv = gateway.kv().await;
     let key = unique_key("oversized");
-    let set = |size: usize| pb::SetRequest {
+    let set = |size: usize| pb::KeyValueSetRequest {
         key: key.clone(),
         value: Bytes::from(vec![b'x'; size]),
         ..Default::default()

@@ -20,6 +20,28 @@ pub struct Call {
     deadline_margin: Duration,
     /// The key prefix that confines this caller.
     pub namespace: Namespace,
+    /// How this call's request names the operands of a Redis data error.
+    pub operands: Operands,
+}
+
+/// The request fields a Redis data error is about, as the RPC being served names them: a
+/// KeyValue counter's `key` is a Hash counter's `field`. Errors such as "value is not an
+/// integer" are reported as INVALID_ARGUMENT naming these.
+#[derive(Debug, Clone, Copy)]
+pub struct Operands {
+    /// The stored value the command read (e.g. `key`, or `field` for a hash counter).
+    pub stored: &'static str,
+    /// The amount the command applied (e.g. `delta`).
+    pub delta: &'static str,
+}
+
+impl Default for Operands {
+    fn default() -> Self {
+        Self {
+            stored: "key",
+            delta: "delta",
+        }
+    }
 }
 
 /// The time one Redis command may take.
@@ -47,7 +69,14 @@ impl Call {
                 .map(|timeout| (timeout / 10).min(MAX_DEADLINE_MARGIN))
                 .unwrap_or_default(),
             namespace,
+            operands: Operands::default(),
         }
+    }
+
+    /// The same call, reporting Redis data errors against `operands`.
+    pub fn with_operands(mut self, stored: &'static str, delta: &'static str) -> Self {
+        self.operands = Operands { stored, delta };
+        self
     }
 
     /// The budget of the next command: the command timeout, cut short by the client's deadline.

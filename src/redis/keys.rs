@@ -1,47 +1,101 @@
-//! Key naming: every key a caller names passes through [`Namespace`], which prefixes it with
-//! the caller's namespace (empty unless tenants are configured). Scans and events are confined
-//! to the namespace and stripped of it.
+//! Key naming for every service, in one place.
+//!
+//! Every Redis key passes through [`Namespace`], which prefixes it with the caller's namespace
+//! (empty unless tenants are configured). Scans and events are confined to the namespace and
+//! stripped of it.
+//!
+//! Inside each namespace, keys starting with [`INTERNAL_PREFIX`] (`__gw:`) belong to the
+//! gateway itself: locks, fence counters, sessions and per-user session indexes. KeyValue,
+//! Hash and Transaction callers cannot name them (INVALID_ARGUMENT), Scan leaves them out, and
+//! the expiry stream will not report them. A session id is a bearer secret and a lock token a
+//! capability, so a caller with plain key access must not read, forge or delete either.
+//!
+//! # Cluster hash tags
+//! Keys one Lua script touches together must share a hash slot. The internal keys of one lock
+//! (the lock itself and its fence counter) share the tag `{<hash of the lock name>}`; a session's
+//! key and its user's index share `{<hash of the user id>}`. The tag is a hash, never the name
+//! itself, so a name that contains `{` or starts with `}` cannot change which part of the key
+//! Redis hashes. The namespace prefix is validated to hold no braces (it precedes the tag).
 
 use std::sync::Arc;
 
 use fred::types::Key;
 
-/// A caller's key prefix. Cheap to clone.
+/// The reserved key space inside every namespace.
+pub const INTERNAL_PREFIX: &str = "__gw:";
+
+/// True when a caller's key falls into the gateway's reserved key space.
+pub fn is_internal(key: &str) -> bool {
+    key.starts_with(INTERNAL_PREFIX)
+}
+
+/// True when some key matching the glob `pattern` can lie outside the reserved key space,
+/// i.e. the pattern does not spell out the reserved prefix literally. A pattern that names
+/// only internal keys (`__gw:*`) is refused by Scan.
+pub fn pattern_is_internal(pattern: &str) -> bool {
+    // Only a literal prefix can pin the match inside the reserved space; any glob character
+    // before the end of the prefix lets user keys match too.
+    let literal: String = pattern
+        .chars()
+        .take_while(|c| !matches!(c, '*' | '?' | '[' | '\\'))
+        .collect();
+    literal.starts_with(INTERNAL_PREFIX)
+}
+
+/// A caller's key prefix. Cheap to clone; the default (no prefix) allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespace {
-    /// Prepended to every key; empty means the whole keyspace.
-    prefix: Arc<str>,
+    /// Prepended to every key; `None` means the whole keyspace.
+    prefix: Option<Arc<str>>,
 }
 
 impl Namespace {
     /// A namespace whose keys all start with `prefix`.
     pub fn new(prefix: impl Into<Arc<str>>) -> Self {
+        let prefix: Arc<str> = prefix.into();
         Self {
-            prefix: prefix.into(),
+            prefix: (!prefix.is_empty()).then_some(prefix),
         }
     }
 
-    /// The Redis key for the caller's `key`.
-    pub fn key(&self, key: &str) -> Key {
-        if self.prefix.is_empty() {
-            Key::from(key)
-        } else {
-            Key::from(format!("{}{key}", self.prefix))
+    fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("")
+    }
+
+    /// The Redis key for the caller's `key`. Without a prefix the caller's String becomes the
+    /// key without a copy.
+    pub fn key(&self, key: String) -> Key {
+        match &self.prefix {
+            None => Key::from(key),
+            Some(prefix) => {
+                let mut full = String::with_capacity(prefix.len() + key.len());
+                full.push_str(prefix);
+                full.push_str(&key);
+                Key::from(full)
+            }
         }
     }
 
-    /// The caller's name for a Redis key, or `None` when the key lies outside the namespace
-    /// or is not UTF-8 (the API's keys are strings, so such a key could not be named back).
+    /// The Redis keys for a list of caller keys.
+    pub fn keys(&self, keys: Vec<String>) -> Vec<Key> {
+        keys.into_iter().map(|key| self.key(key)).collect()
+    }
+
+    /// The caller's name for a Redis key, or `None` when the key lies outside the namespace,
+    /// inside the gateway's reserved key space, or is not UTF-8 (the API's keys are strings,
+    /// so such a key could not be named back).
     pub fn strip<'a>(&self, redis_key: &'a [u8]) -> Option<&'a str> {
-        let rest = redis_key.strip_prefix(self.prefix.as_bytes())?;
-        std::str::from_utf8(rest).ok()
+        let rest = redis_key.strip_prefix(self.prefix().as_bytes())?;
+        let name = std::str::from_utf8(rest).ok()?;
+        (!is_internal(name)).then_some(name)
     }
 
     /// A SCAN MATCH pattern confined to the namespace: the prefix, glob-escaped, then the
     /// caller's pattern.
     pub fn pattern(&self, pattern: &str) -> String {
-        let mut out = String::with_capacity(self.prefix.len() + pattern.len());
-        for c in self.prefix.chars() {
+        let prefix = self.prefix();
+        let mut out = String::with_capacity(prefix.len() + pattern.len());
+        for c in prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                 out.push('\\');
             }
@@ -50,6 +104,44 @@ impl Namespace {
         out.push_str(pattern);
         out
     }
+
+    /// An internal key: `<namespace>__gw:<kind>:{<tag>}:<name>`.
+    fn internal(&self, kind: &str, tag: &str, name: &str) -> Key {
+        Key::from(format!(
+            "{}{INTERNAL_PREFIX}{kind}:{{{tag}}}:{name}",
+            self.prefix()
+        ))
+    }
+
+    /// The key holding lock `name` (its owner token).
+    pub fn lock_key(&self, name: &str) -> Key {
+        self.internal("lock", &hash_tag(name), name)
+    }
+
+    /// The fencing-token counter of lock `name`; same slot as [`Namespace::lock_key`].
+    pub fn fence_key(&self, name: &str) -> Key {
+        self.internal("fence", &hash_tag(name), name)
+    }
+
+    /// The key holding session `session_id` of user `user_id`. The Session service mints ids
+    /// that begin with their user's [`hash_tag`], so a call that names only the id still finds
+    /// the slot.
+    pub fn session_key(&self, user_id: &str, session_id: &str) -> Key {
+        self.internal("session", &hash_tag(user_id), session_id)
+    }
+
+    /// The index of user `user_id`'s sessions; same slot as that user's session keys.
+    pub fn user_sessions_key(&self, user_id: &str) -> Key {
+        self.internal("user-sessions", &hash_tag(user_id), user_id)
+    }
+}
+
+/// A cluster hash tag for `name`: 16 hex digits of its SHA1, so any name (with braces or not)
+/// maps to one well-formed tag.
+pub fn hash_tag(name: &str) -> String {
+    let mut digest = fred::util::sha1_hash(name);
+    digest.truncate(16);
+    digest
 }
 
 #[cfg(test)]
@@ -59,16 +151,61 @@ mod tests {
     #[test]
     fn keys_are_prefixed_and_stripped() {
         let tenant = Namespace::new("t1:");
-        assert_eq!(tenant.key("a").as_bytes(), b"t1:a");
+        assert_eq!(tenant.key("a".into()).as_bytes(), b"t1:a");
         assert_eq!(tenant.strip(b"t1:a"), Some("a"));
         assert_eq!(tenant.strip(b"t2:a"), None);
         assert_eq!(tenant.strip(b"t1:\xff"), None);
-        assert_eq!(Namespace::default().key("a").as_bytes(), b"a");
+        assert_eq!(Namespace::default().key("a".into()).as_bytes(), b"a");
+        assert_eq!(Namespace::new(""), Namespace::default());
+    }
+
+    #[test]
+    fn internal_keys_are_never_stripped_back_to_callers() {
+        assert_eq!(Namespace::default().strip(b"__gw:lock:{x}:a"), None);
+        assert_eq!(Namespace::new("t1:").strip(b"t1:__gw:session:{x}:s"), None);
+        assert_eq!(Namespace::default().strip(b"gw:a"), Some("gw:a"));
     }
 
     #[test]
     fn scan_patterns_escape_the_prefix() {
         assert_eq!(Namespace::new("a*[b]:").pattern("x?"), "a\\*\\[b\\]:x?");
         assert_eq!(Namespace::default().pattern("*"), "*");
+    }
+
+    #[test]
+    fn patterns_that_only_match_internal_keys_are_recognised() {
+        assert!(pattern_is_internal("__gw:*"));
+        assert!(pattern_is_internal("__gw:lock:*"));
+        assert!(!pattern_is_internal("*"));
+        assert!(!pattern_is_internal("__g*"));
+        assert!(!pattern_is_internal("_[_]gw:*"));
+    }
+
+    #[test]
+    fn lock_and_fence_share_a_tag_derived_from_a_hash_of_the_name() {
+        for name in ["orders", "}odd", "{braced}", "a{b}c", ""] {
+            let lock = Namespace::default().lock_key(name);
+            let fence = Namespace::default().fence_key(name);
+            let tag = |key: &Key| {
+                let text = key.as_str().unwrap().to_owned();
+                let open = text.find('{').unwrap();
+                let close = open + text[open..].find('}').unwrap();
+                text[open + 1..close].to_owned()
+            };
+            assert_eq!(tag(&lock), tag(&fence), "{name}");
+            assert_eq!(tag(&lock), hash_tag(name), "{name}");
+            assert_eq!(tag(&lock).len(), 16);
+        }
+    }
+
+    #[test]
+    fn a_session_shares_its_users_slot() {
+        let ns = Namespace::new("t1:");
+        let session = ns.session_key("user-7", "abc");
+        let index = ns.user_sessions_key("user-7");
+        let tag = format!("{{{}}}", hash_tag("user-7"));
+        assert!(session.as_str().unwrap().contains(&tag));
+        assert!(index.as_str().unwrap().contains(&tag));
+        assert!(session.as_str().unwrap().starts_with("t1:__gw:session:"));
     }
 }

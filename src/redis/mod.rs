@@ -4,15 +4,22 @@
 //!   (fred's `max_command_attempts` default of 3 would apply an INCR twice after a reconnect),
 //!   fails fast with UNAVAILABLE when no connection is up, and classifies errors.
 //! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
-//! - Submodules: [`keys`] (namespaces), [`call`] (per-call budget), [`scripts`] (Lua),
-//!   [`embedded`] (the supervised private redis-server), [`scan`] (KeyValue.Scan paging),
-//!   [`transaction`] (KeyValue.Transaction encoding).
+//! - Typed operations, one module per data type, each a set of `impl Redis` methods that take
+//!   a [`Call`] and plain values: [`strings`] (KeyValue), [`transaction`] (KeyValue's
+//!   guarded transactions), [`scan`] (cursor scans, streamed in pages).
+//! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
+//!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
+//!   the version check at connect. [`embedded`]: the supervised private redis-server.
+//!
+//! Nothing here knows gRPC: services map requests to these calls and results to messages.
 
 pub mod call;
 pub mod embedded;
 pub mod keys;
 pub mod scan;
 pub mod scripts;
+pub mod server_info;
+pub mod strings;
 pub mod transaction;
 
 use std::future::Future;
@@ -29,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Idempotency};
-pub use call::{Budget, Call};
+pub use call::{Budget, Call, Operands};
 pub use keys::Namespace;
 pub use scripts::Script;
 
@@ -156,10 +163,15 @@ pub fn fred_config(config: &Config, embedded_port: Option<u16>) -> Result<FredCo
 }
 
 impl Redis {
-    /// Builds the pool and starts connecting. Waits up to the connect timeout for the first
-    /// connection; if Redis is not reachable by then the gateway still starts (health is
-    /// NOT_SERVING) and fred keeps reconnecting with exponential backoff.
-    pub async fn connect(config: &Config, fred: FredConfig) -> Result<Self, Error> {
+    /// Builds a pool of `connections` on the current runtime and starts connecting. Waits up
+    /// to the connect timeout for the first connection; if Redis is not reachable by then the
+    /// gateway still starts (health is NOT_SERVING) and fred keeps reconnecting with
+    /// exponential backoff.
+    pub async fn connect(
+        config: &Config,
+        fred: FredConfig,
+        connections: usize,
+    ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
         let pool = Builder::from_config(fred)
             .with_connection_config(|connection| {
@@ -177,7 +189,7 @@ impl Redis {
             })
             // Forever, from 100 ms doubling up to 5 s between attempts.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build_pool(config.redis_max_connections)
+            .build_pool(connections)
             .map_err(|err| Error::Internal(format!("building the Redis pool: {err}")))?;
         let links = Arc::new(Links {
             failed_at: pool.clients().iter().map(|_| AtomicU64::new(0)).collect(),
@@ -194,7 +206,7 @@ impl Redis {
         }
         pool.connect();
         match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
-            Ok(Ok(())) => tracing::info!("connected to Redis"),
+            Ok(Ok(())) => tracing::debug!(connections, "connected to Redis"),
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "Redis is not reachable yet; retrying in the background")
             }
@@ -281,7 +293,10 @@ impl Redis {
                 fail_fast: true,
                 ..Options::default()
             };
+            // Biased toward the reply: when the reply and the failure signal are both ready,
+            // the command did complete, and an applied write must not be reported as unknown.
             let reply = tokio::select! {
+                biased;
                 reply = command(self.pool.clients()[index].with_options(&options)) => reply,
                 _ = connection_failed.changed() => Err(RedisError::new(
                     ErrorKind::IO,
@@ -294,7 +309,7 @@ impl Redis {
                     tracing::debug!(error = %err, "retrying an idempotent read");
                     attempt += 1;
                 }
-                Err(err) => return Err(Error::from_redis(err, idempotency, budget)),
+                Err(err) => return Err(Error::from_redis(err, idempotency, budget, call.operands)),
             }
         }
     }

@@ -1,60 +1,110 @@
-//! KeyValue.Scan's Redis side: SCAN with MATCH/COUNT/TYPE to the end of the keyspace, keys
-//! stripped of the caller's namespace and streamed in pages.
+//! Cursor scans (SCAN now, HSCAN for Hash.Scan): one paging routine that runs the cursor to
+//! its end and hands out full pages of plain items. The caller decides what a page becomes
+//! (a gRPC message) and where it goes.
+
+use std::future::Future;
 
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
-use tokio::sync::mpsc;
-use tonic::Status;
 
 use super::{Call, Redis, reply_array};
 use crate::error::{Error, Idempotency};
-use crate::pb;
 
-/// Smallest COUNT hint sent with SCAN.
+/// Smallest COUNT hint sent with each step.
 const MIN_COUNT_HINT: usize = 100;
 
-/// One running KeyValue.Scan.
-pub struct KeyScan {
+/// Turns the elements of one scan step into items, skipping what the caller may not see.
+type Collect<T> = fn(&Call, Vec<Value>, &mut Vec<T>) -> Result<(), Error>;
+
+/// One cursor scan to the end.
+pub struct Scan<T> {
     /// The pool.
-    pub redis: Redis,
+    redis: Redis,
     /// The call's deadline and namespace.
-    pub call: Call,
-    /// MATCH pattern, already confined to the namespace.
-    pub match_pattern: String,
-    /// Keys per streamed page.
-    pub page_size: usize,
-    /// TYPE filter, or empty.
-    pub key_type: String,
+    call: Call,
+    /// The command and the arguments that come before the cursor (HSCAN's key).
+    command: &'static str,
+    /// Arguments before the cursor.
+    leading: Vec<Value>,
+    /// Arguments after the cursor: MATCH, COUNT and filters.
+    trailing: Vec<Value>,
+    /// Items per page.
+    page_size: usize,
+    /// Reads one step's elements.
+    collect: Collect<T>,
 }
 
-impl KeyScan {
-    /// Runs SCAN to the end of the keyspace, sending full pages as they fill. Returns early,
-    /// without error, when the client goes away.
-    pub async fn stream_to(
-        &self,
-        pages: &mpsc::Sender<Result<pb::ScanResponse, Status>>,
-    ) -> Result<(), Error> {
+impl Scan<String> {
+    /// SCAN over the caller's namespace: keys matching the caller's `pattern` (confined to
+    /// the namespace here), of `key_type` when given, stripped of the namespace; the
+    /// gateway's internal keys are never returned.
+    pub fn keys(
+        redis: Redis,
+        call: Call,
+        pattern: &str,
+        key_type: Option<String>,
+        page_size: usize,
+    ) -> Self {
+        let mut trailing = match_and_count(call.namespace.pattern(pattern), page_size);
+        if let Some(key_type) = key_type {
+            trailing.push(Value::from("TYPE"));
+            trailing.push(Value::from(key_type));
+        }
+        Self {
+            redis,
+            call,
+            command: "SCAN",
+            leading: Vec::new(),
+            trailing,
+            page_size,
+            collect: collect_keys,
+        }
+    }
+}
+
+/// MATCH and COUNT arguments; a larger COUNT hint means fewer round trips when the pattern
+/// matches sparsely.
+fn match_and_count(pattern: String, page_size: usize) -> Vec<Value> {
+    vec![
+        Value::from("MATCH"),
+        Value::from(pattern),
+        Value::from("COUNT"),
+        Value::Integer(page_size.max(MIN_COUNT_HINT) as i64),
+    ]
+}
+
+/// Keys of one SCAN step, named as the caller knows them.
+fn collect_keys(call: &Call, raw: Vec<Value>, into: &mut Vec<String>) -> Result<(), Error> {
+    for key in raw {
+        let key = key
+            .into_bytes()
+            .ok_or_else(|| Error::Internal("SCAN returned a non-string key".into()))?;
+        if let Some(name) = call.namespace.strip(&key) {
+            into.push(name.to_owned());
+        }
+    }
+    Ok(())
+}
+
+impl<T> Scan<T> {
+    /// Runs the cursor to its end, handing each full page (and the last, partial one) to
+    /// `deliver`. Stops early, without error, when `deliver` returns false (the reader left).
+    pub async fn run<F, Fut>(&self, mut deliver: F) -> Result<(), Error>
+    where
+        F: FnMut(Vec<T>) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         let mut cursor = Bytes::from_static(b"0");
         let mut page = Vec::with_capacity(self.page_size);
         loop {
-            let (next_cursor, keys) = self.scan_once(cursor).await?;
-            for key in keys {
-                let key = key
-                    .into_bytes()
-                    .ok_or_else(|| Error::Internal("SCAN returned a non-string key".into()))?;
-                if let Some(name) = self.call.namespace.strip(&key) {
-                    page.push(name.to_owned());
-                }
-                if page.len() == self.page_size {
-                    let full = std::mem::replace(&mut page, Vec::with_capacity(self.page_size));
-                    if pages
-                        .send(Ok(pb::ScanResponse { keys: full }))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
+            let (next_cursor, raw) = self.step(cursor).await?;
+            (self.collect)(&self.call, raw, &mut page)?;
+            while page.len() >= self.page_size {
+                let rest = page.split_off(self.page_size);
+                let full = std::mem::replace(&mut page, rest);
+                if !deliver(full).await {
+                    return Ok(());
                 }
             }
             if next_cursor.as_ref() == b"0" {
@@ -63,25 +113,18 @@ impl KeyScan {
             cursor = next_cursor;
         }
         if !page.is_empty() {
-            let _ = pages.send(Ok(pb::ScanResponse { keys: page })).await;
+            deliver(page).await;
         }
         Ok(())
     }
 
-    /// One SCAN step: the next cursor and the keys it returned.
-    async fn scan_once(&self, cursor: Bytes) -> Result<(Bytes, Vec<Value>), Error> {
-        let mut args = vec![
-            Value::Bytes(cursor),
-            Value::from("MATCH"),
-            Value::from(self.match_pattern.as_str()),
-            Value::from("COUNT"),
-            // A larger hint means fewer round trips when the pattern matches sparsely.
-            Value::Integer(self.page_size.max(MIN_COUNT_HINT) as i64),
-        ];
-        if !self.key_type.is_empty() {
-            args.push(Value::from("TYPE"));
-            args.push(Value::from(self.key_type.as_str()));
-        }
+    /// One step: the next cursor and the elements it returned.
+    async fn step(&self, cursor: Bytes) -> Result<(Bytes, Vec<Value>), Error> {
+        let mut args = Vec::with_capacity(self.leading.len() + 1 + self.trailing.len());
+        args.extend(self.leading.iter().cloned());
+        args.push(Value::Bytes(cursor));
+        args.extend(self.trailing.iter().cloned());
+        let command = self.command;
         let reply = self
             .redis
             .run(&self.call, Idempotency::Idempotent, |client| {
@@ -89,7 +132,7 @@ impl KeyScan {
                 async move {
                     client
                         .custom::<Value, Value>(
-                            CustomCommand::new_static("SCAN", ClusterHash::Random, false),
+                            CustomCommand::new_static(command, ClusterHash::FirstKey, false),
                             args,
                         )
                         .await
@@ -100,8 +143,8 @@ impl KeyScan {
         let next_cursor = parts
             .next()
             .and_then(Value::into_bytes)
-            .ok_or_else(|| Error::Internal("SCAN replied without a cursor".into()))?;
-        let keys = reply_array(parts.next().unwrap_or(Value::Null))?;
-        Ok((next_cursor, keys))
+            .ok_or_else(|| Error::Internal(format!("{command} replied without a cursor")))?;
+        let raw = reply_array(parts.next().unwrap_or(Value::Null))?;
+        Ok((next_cursor, raw))
     }
 }

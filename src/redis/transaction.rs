@@ -1,209 +1,269 @@
-//! KeyValue.Transaction: validates a request and encodes it for `kv_transaction.lua`, and reads
-//! the script's reply back. The wire format is described at the top of the script.
+//! KeyValue.Transaction's Redis side: plain guards and operations, encoded for
+//! `kv_transaction.lua` (the wire format is described at the top of the script), and the
+//! script's reply read back. Request validation lives with the service.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use fred::types::{Key, Value};
 
 use super::keys::Namespace;
-use super::{reply_array, reply_i64};
-use crate::error::Error;
-use crate::limits::Limits;
-use crate::pb::transaction_guard::Guard;
-use crate::pb::transaction_operation::Op;
-use crate::pb::{TransactionOperationResult, TransactionRequest, TransactionResponse};
+use super::scripts::KV_TRANSACTION;
+use super::{Call, Redis, reply_array, reply_i64};
+use crate::error::{Error, Idempotency};
+
+/// A condition every guard of a transaction must meet for it to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// The key exists.
+    Exists(String),
+    /// The key does not exist.
+    Absent(String),
+    /// The string key holds exactly `value`.
+    ValueEquals {
+        /// The key.
+        key: String,
+        /// The expected bytes.
+        value: Bytes,
+    },
+    /// The hash field holds exactly `value`.
+    HashFieldEquals {
+        /// The hash.
+        name: String,
+        /// The field.
+        field: String,
+        /// The expected bytes.
+        value: Bytes,
+    },
+    /// The hash field is an integer of at least `bound`.
+    HashFieldAtLeast {
+        /// The hash.
+        name: String,
+        /// The field.
+        field: String,
+        /// The bound.
+        bound: i64,
+    },
+    /// The hash field is an integer of at most `bound`.
+    HashFieldAtMost {
+        /// The hash.
+        name: String,
+        /// The field.
+        field: String,
+        /// The bound.
+        bound: i64,
+    },
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// SET, with a TTL in milliseconds or none.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// TTL in milliseconds.
+        ttl_ms: Option<u64>,
+    },
+    /// DEL.
+    Delete(String),
+    /// PEXPIRE.
+    Expire {
+        /// The key.
+        key: String,
+        /// TTL in milliseconds.
+        ttl_ms: u64,
+    },
+    /// INCRBY.
+    IncrBy {
+        /// The key.
+        key: String,
+        /// The amount.
+        delta: i64,
+    },
+    /// HSET of several fields.
+    HashSet {
+        /// The hash.
+        name: String,
+        /// Field names and values.
+        fields: Vec<(String, Bytes)>,
+    },
+    /// HDEL of several fields.
+    HashDelete {
+        /// The hash.
+        name: String,
+        /// Field names.
+        fields: Vec<String>,
+    },
+    /// HINCRBY.
+    HashIncrBy {
+        /// The hash.
+        name: String,
+        /// The field.
+        field: String,
+        /// The amount.
+        delta: i64,
+    },
+}
+
+/// How a transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionOutcome {
+    /// Every guard held and every operation applied; one integer result per operation.
+    Committed(Vec<i64>),
+    /// The guard at this index failed; nothing was written.
+    GuardFailed(u32),
+}
 
 /// The script's KEYS and ARGV for one transaction.
 #[derive(Debug, Default)]
-pub struct EncodedTransaction {
+struct Encoded {
     /// Distinct namespaced keys, in first-use order.
-    pub keys: Vec<Key>,
+    keys: Vec<Key>,
     /// Guards and operations, referring to keys by 1-based index.
-    pub args: Vec<Value>,
+    args: Vec<Value>,
     /// Where each caller key sits in `keys` (1-based, as Lua indexes).
     positions: HashMap<String, usize>,
 }
 
-impl EncodedTransaction {
+impl Encoded {
     /// The 1-based index of `key` in KEYS, adding it on first use.
-    fn key_index(&mut self, namespace: &Namespace, key: &str) -> Value {
+    fn key_index(&mut self, namespace: &Namespace, key: String) -> Value {
         let next = self.keys.len() + 1;
-        let index = *self.positions.entry(key.to_owned()).or_insert(next);
-        if index == next {
-            self.keys.push(namespace.key(key));
-        }
+        let index = match self.positions.get(&key) {
+            Some(&index) => index,
+            None => {
+                self.positions.insert(key.clone(), next);
+                self.keys.push(namespace.key(key));
+                next
+            }
+        };
         Value::Integer(index as i64)
     }
 
     fn push(&mut self, value: impl Into<Value>) {
         self.args.push(value.into());
     }
+
+    fn encode(namespace: &Namespace, guards: Vec<Guard>, ops: Vec<Operation>) -> Self {
+        let mut out = Self::default();
+        out.push(guards.len() as i64);
+        for guard in guards {
+            let (kind, key, field, value) = match guard {
+                Guard::Exists(key) => ("exists", key, String::new(), Value::from("")),
+                Guard::Absent(key) => ("absent", key, String::new(), Value::from("")),
+                Guard::ValueEquals { key, value } => {
+                    ("value_equals", key, String::new(), Value::Bytes(value))
+                }
+                Guard::HashFieldEquals { name, field, value } => {
+                    ("hash_field_equals", name, field, Value::Bytes(value))
+                }
+                Guard::HashFieldAtLeast { name, field, bound } => (
+                    "hash_field_at_least",
+                    name,
+                    field,
+                    Value::from(bound.to_string()),
+                ),
+                Guard::HashFieldAtMost { name, field, bound } => (
+                    "hash_field_at_most",
+                    name,
+                    field,
+                    Value::from(bound.to_string()),
+                ),
+            };
+            out.push(kind);
+            let key_index = out.key_index(namespace, key);
+            out.push(key_index);
+            out.push(field);
+            out.push(value);
+        }
+        out.push(ops.len() as i64);
+        for op in ops {
+            match op {
+                Operation::Set { key, value, ttl_ms } => {
+                    out.push("set");
+                    let key_index = out.key_index(namespace, key);
+                    out.push(key_index);
+                    out.push(Value::Bytes(value));
+                    out.push(ttl_ms.map(|ms| ms.to_string()).unwrap_or_default());
+                }
+                Operation::Delete(key) => {
+                    out.push("delete");
+                    let key_index = out.key_index(namespace, key);
+                    out.push(key_index);
+                }
+                Operation::Expire { key, ttl_ms } => {
+                    out.push("expire");
+                    let key_index = out.key_index(namespace, key);
+                    out.push(key_index);
+                    out.push(ttl_ms.to_string());
+                }
+                Operation::IncrBy { key, delta } => {
+                    out.push("incrby");
+                    let key_index = out.key_index(namespace, key);
+                    out.push(key_index);
+                    out.push(delta.to_string());
+                }
+                Operation::HashSet { name, fields } => {
+                    out.push("hset");
+                    let key_index = out.key_index(namespace, name);
+                    out.push(key_index);
+                    out.push(fields.len() as i64);
+                    for (field, value) in fields {
+                        out.push(field);
+                        out.push(Value::Bytes(value));
+                    }
+                }
+                Operation::HashDelete { name, fields } => {
+                    out.push("hdel");
+                    let key_index = out.key_index(namespace, name);
+                    out.push(key_index);
+                    out.push(fields.len() as i64);
+                    for field in fields {
+                        out.push(field);
+                    }
+                }
+                Operation::HashIncrBy { name, field, delta } => {
+                    out.push("hincrby");
+                    let key_index = out.key_index(namespace, name);
+                    out.push(key_index);
+                    out.push(field);
+                    out.push(delta.to_string());
+                }
+            }
+        }
+        out
+    }
 }
 
-/// Validates `request` against `limits` and encodes it for the script.
-pub fn encode(
-    request: &TransactionRequest,
-    namespace: &Namespace,
-    limits: &Limits,
-) -> Result<EncodedTransaction, Error> {
-    limits.batch("ops", request.ops.len())?;
-    let steps = request.guards.len() + request.ops.len();
-    if steps > limits.max_batch_items {
-        return Err(Error::invalid(
-            "guards",
-            format!(
-                "guards and ops together are {steps}; the limit is {} (GATEWAY_MAX_BATCH_ITEMS)",
-                limits.max_batch_items
-            ),
-        ));
+impl Redis {
+    /// Runs a transaction: if every guard holds, applies every operation, else nothing; one
+    /// Lua script, so no other client sees a partial state. Every operation is checked
+    /// against the data before anything is written, so a failing one changes nothing.
+    pub async fn transaction(
+        &self,
+        call: &Call,
+        guards: Vec<Guard>,
+        ops: Vec<Operation>,
+    ) -> Result<TransactionOutcome, Error> {
+        let encoded = Encoded::encode(&call.namespace, guards, ops);
+        let reply = self
+            .eval(
+                call,
+                Idempotency::AtMostOnce,
+                &KV_TRANSACTION,
+                encoded.keys,
+                encoded.args,
+            )
+            .await?;
+        decode(reply)
     }
-    let mut out = EncodedTransaction::default();
-
-    out.push(request.guards.len() as i64);
-    for (index, guard) in request.guards.iter().enumerate() {
-        let field = format!("guards[{index}]");
-        let Some(guard) = &guard.guard else {
-            return Err(Error::invalid(
-                field,
-                "sets no condition; set one of exists, absent, value_equals, hash_field_equals, \
-                 hash_field_at_least, hash_field_at_most",
-            ));
-        };
-        let (kind, key, hash_field, value): (&str, &str, &str, Value) = match guard {
-            Guard::Exists(exists) => ("exists", &exists.key, "", Value::from("")),
-            Guard::Absent(absent) => ("absent", &absent.key, "", Value::from("")),
-            Guard::ValueEquals(equals) => {
-                limits.value(&format!("{field}.value_equals.value"), &equals.value)?;
-                (
-                    "value_equals",
-                    &equals.key,
-                    "",
-                    Value::Bytes(equals.value.clone()),
-                )
-            }
-            Guard::HashFieldEquals(equals) => {
-                limits.value(&format!("{field}.hash_field_equals.value"), &equals.value)?;
-                (
-                    "hash_field_equals",
-                    &equals.name,
-                    &equals.field,
-                    Value::Bytes(equals.value.clone()),
-                )
-            }
-            Guard::HashFieldAtLeast(bound) => (
-                "hash_field_at_least",
-                &bound.name,
-                &bound.field,
-                Value::from(bound.value.to_string()),
-            ),
-            Guard::HashFieldAtMost(bound) => (
-                "hash_field_at_most",
-                &bound.name,
-                &bound.field,
-                Value::from(bound.value.to_string()),
-            ),
-        };
-        let key_field = match guard {
-            Guard::Exists(_) | Guard::Absent(_) | Guard::ValueEquals(_) => "key",
-            _ => "name",
-        };
-        limits.key(&format!("{field}.{kind}.{key_field}"), key)?;
-        if key_field == "name" && hash_field.is_empty() {
-            return Err(Error::invalid(
-                format!("{field}.{kind}.field"),
-                "must not be empty",
-            ));
-        }
-        out.push(kind);
-        let key_index = out.key_index(namespace, key);
-        out.push(key_index);
-        out.push(hash_field);
-        out.push(value);
-    }
-
-    out.push(request.ops.len() as i64);
-    for (index, op) in request.ops.iter().enumerate() {
-        let field = format!("ops[{index}]");
-        let Some(op) = &op.op else {
-            return Err(Error::invalid(
-                field,
-                "sets no operation; set one of set, delete, expire, incrby, hset, hdel, hincrby",
-            ));
-        };
-        match op {
-            Op::Set(set) => {
-                limits.key(&format!("{field}.set.key"), &set.key)?;
-                limits.value(&format!("{field}.set.value"), &set.value)?;
-                let ttl = limits.ttl(&format!("{field}.set.ttl"), set.ttl.as_ref())?;
-                out.push("set");
-                let key_index = out.key_index(namespace, &set.key);
-                out.push(key_index);
-                out.push(Value::Bytes(set.value.clone()));
-                out.push(ttl.map(|ms| ms.to_string()).unwrap_or_default());
-            }
-            Op::Delete(delete) => {
-                limits.key(&format!("{field}.delete.key"), &delete.key)?;
-                out.push("delete");
-                let key_index = out.key_index(namespace, &delete.key);
-                out.push(key_index);
-            }
-            Op::Expire(expire) => {
-                limits.key(&format!("{field}.expire.key"), &expire.key)?;
-                let ttl =
-                    limits.required_ttl(&format!("{field}.expire.ttl"), expire.ttl.as_ref())?;
-                out.push("expire");
-                let key_index = out.key_index(namespace, &expire.key);
-                out.push(key_index);
-                out.push(ttl.to_string());
-            }
-            Op::Incrby(incr) => {
-                limits.key(&format!("{field}.incrby.key"), &incr.key)?;
-                out.push("incrby");
-                let key_index = out.key_index(namespace, &incr.key);
-                out.push(key_index);
-                out.push(incr.delta.to_string());
-            }
-            Op::Hset(hset) => {
-                limits.key(&format!("{field}.hset.name"), &hset.name)?;
-                limits.batch(&format!("{field}.hset.fields"), hset.fields.len())?;
-                out.push("hset");
-                let key_index = out.key_index(namespace, &hset.name);
-                out.push(key_index);
-                out.push(hset.fields.len() as i64);
-                for (name, value) in &hset.fields {
-                    limits.key(&format!("{field}.hset.fields"), name)?;
-                    limits.value(&format!("{field}.hset.fields[{name}]"), value)?;
-                    out.push(name.as_str());
-                    out.push(Value::Bytes(value.clone()));
-                }
-            }
-            Op::Hdel(hdel) => {
-                limits.key(&format!("{field}.hdel.name"), &hdel.name)?;
-                limits.keys(&format!("{field}.hdel.fields"), &hdel.fields)?;
-                out.push("hdel");
-                let key_index = out.key_index(namespace, &hdel.name);
-                out.push(key_index);
-                out.push(hdel.fields.len() as i64);
-                for name in &hdel.fields {
-                    out.push(name.as_str());
-                }
-            }
-            Op::Hincrby(hincr) => {
-                limits.key(&format!("{field}.hincrby.name"), &hincr.name)?;
-                limits.key(&format!("{field}.hincrby.field"), &hincr.field)?;
-                out.push("hincrby");
-                let key_index = out.key_index(namespace, &hincr.name);
-                out.push(key_index);
-                out.push(hincr.field.as_str());
-                out.push(hincr.delta.to_string());
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Reads the script's reply: `{0, guard index}` or `{1, {results}}`.
-pub fn decode(reply: Value) -> Result<TransactionResponse, Error> {
+fn decode(reply: Value) -> Result<TransactionOutcome, Error> {
     let mut parts = reply_array(reply)?.into_iter();
     let committed = parts.next().map(reply_i64).transpose()? == Some(1);
     let detail = parts
@@ -212,19 +272,11 @@ pub fn decode(reply: Value) -> Result<TransactionResponse, Error> {
     if !committed {
         let failed_guard = u32::try_from(reply_i64(detail)?)
             .map_err(|_| Error::Internal("transaction script sent a bad guard index".into()))?;
-        return Ok(TransactionResponse {
-            committed: false,
-            failed_guard: Some(failed_guard),
-            results: Vec::new(),
-        });
+        return Ok(TransactionOutcome::GuardFailed(failed_guard));
     }
     let results = reply_array(detail)?
         .into_iter()
-        .map(|value| reply_i64(value).map(|value| TransactionOperationResult { value }))
+        .map(reply_i64)
         .collect::<Result<_, _>>()?;
-    Ok(TransactionResponse {
-        committed: true,
-        failed_guard: None,
-        results,
-    })
+    Ok(TransactionOutcome::Committed(results))
 }

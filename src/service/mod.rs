@@ -1,15 +1,104 @@
-//! gRPC services, one file each. Handlers stay thin: validate the request, map it to Redis
-//! through [`crate::redis`], map the reply back. Status decisions live in [`crate::error`].
+//! gRPC services, one module each, over one shared [`Context`].
+//!
+//! A handler is three steps: validate the request (INVALID_ARGUMENT naming the field), call
+//! one typed operation on [`crate::redis::Redis`] with the call's [`Call`] and plain values,
+//! map the result back to the response message. Server streams go through
+//! [`Context::stream`]. Status decisions live in [`crate::error`].
 
 pub mod kv;
+mod kv_convert;
+mod stream;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Request;
 use tonic::metadata::MetadataMap;
 
+use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
-use crate::redis::{Call, Namespace};
+use crate::redis::{Call, Namespace, Redis};
+pub use stream::{ResponseStream, Sink};
 
-/// The per-call context of a request: its gRPC deadline and the caller's namespace.
-pub fn call_context(metadata: &MetadataMap, command_timeout: std::time::Duration) -> Call {
+/// What every service of the process shares, across runtimes.
+#[derive(Debug)]
+pub struct Shared {
+    /// Request and response bounds.
+    pub limits: Limits,
+    /// Cancelled when the server drains: streams and background work end themselves.
+    pub shutdown: CancellationToken,
+    /// Every background task (stream producers, later lock renewals and the expiry
+    /// subscriber); shutdown waits for them before it closes the Redis pools.
+    pub tasks: TaskTracker,
+    /// Counters for the gateway's own statistics.
+    pub stats: Stats,
+}
+
+impl Shared {
+    /// Shared state with `limits`, ending its work when `shutdown` is cancelled.
+    pub fn new(limits: Limits, shutdown: CancellationToken) -> Self {
+        Self {
+            limits,
+            shutdown,
+            tasks: TaskTracker::new(),
+            stats: Stats::default(),
+        }
+    }
+}
+
+/// The gateway's own counters.
+#[derive(Debug)]
+pub struct Stats {
+    /// When the process started serving.
+    pub started_at: Instant,
+    /// Server streams open now.
+    pub open_streams: AtomicU64,
+    /// Server streams opened since start.
+    pub streams_opened: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started_at: Instant::now(),
+            open_streams: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a service needs: this runtime's Redis pool and the process-wide [`Shared`] state.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    /// The Redis pool of the runtime this service runs on.
+    pub redis: Redis,
+    /// Limits, shutdown, tasks and counters.
+    pub shared: Arc<Shared>,
+}
+
+impl Context {
+    /// A context over `redis` sharing `shared`.
+    pub fn new(redis: Redis, shared: Arc<Shared>) -> Self {
+        Self { redis, shared }
+    }
+
+    /// The request bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// The per-call context of a request: its gRPC deadline and the caller's namespace.
+    pub fn call<T>(&self, request: &Request<T>) -> Call {
+        call_context(request.metadata(), self.redis.command_timeout())
+    }
+}
+
+/// The per-call context of a request with `metadata`.
+fn call_context(metadata: &MetadataMap, command_timeout: Duration) -> Call {
     let grpc_timeout = metadata
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())

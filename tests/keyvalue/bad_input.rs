@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::prelude::*;
 use redis_gateway::pb;
-use redis_gateway::pb::compare_and_swap_request::Expectation;
+use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 use tonic::Code;
 
 use crate::common::{Gateway, duration, unique_key};
@@ -49,12 +49,12 @@ async fn empty_and_oversized_keys_are_invalid_arguments_naming_the_field() {
         assert_invalid(kv.get(get_request(key)).await, "key");
         assert_invalid(kv.set(set_request(key, "v")).await, "key");
         assert_invalid(kv.expire(expire_request(key, secs(1))).await, "key");
-        let persist = pb::PersistRequest { key: key.into() };
+        let persist = pb::KeyValuePersistRequest { key: key.into() };
         assert_invalid(kv.persist(persist).await, "key");
-        let get_ttl = pb::GetTtlRequest { key: key.into() };
+        let get_ttl = pb::KeyValueGetTtlRequest { key: key.into() };
         assert_invalid(kv.get_ttl(get_ttl).await, "key");
         assert_invalid(kv.increment(increment_request(key, 1, None)).await, "key");
-        let float = pb::IncrementFloatRequest {
+        let float = pb::KeyValueIncrementFloatRequest {
             key: key.into(),
             delta: 1.0,
         };
@@ -63,11 +63,14 @@ async fn empty_and_oversized_keys_are_invalid_arguments_naming_the_field() {
         assert_invalid(kv.compare_and_swap(cas).await, "key");
         // In a batch, the message names the item.
         let keys = vec!["a".to_owned(), "b".to_owned(), key.to_owned()];
-        let get_many = pb::GetManyRequest { keys: keys.clone() };
+        let get_many = pb::KeyValueGetManyRequest { keys: keys.clone() };
         assert_invalid(kv.get_many(get_many).await, "keys[2]");
-        let delete = pb::DeleteRequest { keys: keys.clone() };
+        let delete = pb::KeyValueDeleteRequest { keys: keys.clone() };
         assert_invalid(kv.delete(delete).await, "keys[2]");
-        assert_invalid(kv.exists(pb::ExistsRequest { keys }).await, "keys[2]");
+        assert_invalid(
+            kv.exists(pb::KeyValueExistsRequest { keys }).await,
+            "keys[2]",
+        );
         let set_many = set_many_request(vec![entry("a", "v"), entry(key, "v")], None, false);
         assert_invalid(kv.set_many(set_many).await, "entries[1].key");
     }
@@ -110,15 +113,21 @@ async fn oversized_and_empty_batches_are_invalid_arguments_naming_the_field() {
     };
 
     for n in [0, 4] {
-        let get_many = pb::GetManyRequest { keys: keys(n) };
+        let get_many = pb::KeyValueGetManyRequest { keys: keys(n) };
         assert_invalid(kv.get_many(get_many).await, "keys");
-        assert_invalid(kv.delete(pb::DeleteRequest { keys: keys(n) }).await, "keys");
-        assert_invalid(kv.exists(pb::ExistsRequest { keys: keys(n) }).await, "keys");
+        assert_invalid(
+            kv.delete(pb::KeyValueDeleteRequest { keys: keys(n) }).await,
+            "keys",
+        );
+        assert_invalid(
+            kv.exists(pb::KeyValueExistsRequest { keys: keys(n) }).await,
+            "keys",
+        );
         let set_many = set_many_request(entries(n), None, false);
         assert_invalid(kv.set_many(set_many).await, "entries");
     }
     // Nothing of the refused SetMany was written; exactly --max-batch-items is fine.
-    let three = pb::GetManyRequest { keys: keys(3) };
+    let three = pb::KeyValueGetManyRequest { keys: keys(3) };
     let values = kv.get_many(three).await.unwrap().into_inner().values;
     assert_eq!(values.len(), 3);
     assert!(values.iter().all(|value| !value.found));
@@ -144,12 +153,12 @@ async fn zero_negative_and_too_long_ttls_are_invalid_arguments_naming_the_field(
     ];
 
     for ttl in bad_ttls {
-        let set_request = pb::SetRequest {
+        let set_request = pb::KeyValueSetRequest {
             ttl,
             ..set_request(&key, "changed")
         };
         assert_invalid(kv.set(set_request).await, "ttl");
-        let get_request = pb::GetRequest {
+        let get_request = pb::KeyValueGetRequest {
             refresh_ttl: ttl,
             ..get_request(&key)
         };
@@ -159,7 +168,7 @@ async fn zero_negative_and_too_long_ttls_are_invalid_arguments_naming_the_field(
         assert_invalid(kv.set_many(set_many).await, "ttl");
         let increment = increment_request(&key, 1, ttl);
         assert_invalid(kv.increment(increment).await, "ttl");
-        let cas = pb::CompareAndSwapRequest {
+        let cas = pb::KeyValueCompareAndSwapRequest {
             ttl,
             ..cas_request(&key, Expectation::Expected(bytes("v")), "changed")
         };
@@ -180,13 +189,13 @@ async fn ttl_with_keep_ttl_is_an_invalid_argument() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("ttl-keep");
     set(&mut kv, &key, "v").await;
-    let set_request = pb::SetRequest {
+    let set_request = pb::KeyValueSetRequest {
         ttl: secs(10),
         keep_ttl: true,
         ..set_request(&key, "changed")
     };
     assert_invalid(kv.set(set_request).await, "keep_ttl");
-    let cas = pb::CompareAndSwapRequest {
+    let cas = pb::KeyValueCompareAndSwapRequest {
         ttl: secs(10),
         keep_ttl: true,
         ..cas_request(&key, Expectation::Expected(bytes("v")), "changed")
@@ -204,7 +213,7 @@ async fn non_finite_increment_float_delta_is_an_invalid_argument() {
     let text = unique_key("incrf-text");
     set(&mut kv, &key, "1.5").await;
     set(&mut kv, &text, "abc").await;
-    let request = |key: &str, delta| pb::IncrementFloatRequest {
+    let request = |key: &str, delta| pb::KeyValueIncrementFloatRequest {
         key: key.to_owned(),
         delta,
     };
@@ -266,7 +275,7 @@ async fn malformed_scan_pattern_and_unknown_type_are_invalid_arguments() {
 async fn compare_and_swap_without_expectation_is_an_invalid_argument() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("cas-bad");
-    let none = pb::CompareAndSwapRequest {
+    let none = pb::KeyValueCompareAndSwapRequest {
         expectation: None,
         ..cas_request(&key, Expectation::ExpectAbsent(true), "v")
     };
@@ -282,12 +291,12 @@ async fn unknown_enum_values_are_invalid_arguments() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("enum");
     set(&mut kv, &key, "v").await;
-    let set_request = pb::SetRequest {
+    let set_request = pb::KeyValueSetRequest {
         condition: 9,
         ..set_request(&key, "changed")
     };
     assert_invalid(kv.set(set_request).await, "condition");
-    let expire = pb::ExpireRequest {
+    let expire = pb::KeyValueExpireRequest {
         condition: 9,
         ..expire_request(&key, secs(10))
     };
@@ -297,7 +306,7 @@ async fn unknown_enum_values_are_invalid_arguments() {
     assert_still_serves(&mut kv).await;
 }
 
-/// GetRequest as raw protobuf, so a test can send a `key` that is not UTF-8.
+/// KeyValueGetRequest as raw protobuf, so a test can send a `key` that is not UTF-8.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RawGetRequest {
     #[prost(bytes = "vec", tag = "1")]
@@ -315,10 +324,13 @@ async fn undecodable_requests_are_invalid_arguments_naming_the_field() {
                 key: vec![0xff, 0xfe],
             }),
             "/redisgateway.v1.KeyValue/Get".parse().unwrap(),
-            tonic_prost::ProstCodec::<RawGetRequest, pb::GetResponse>::default(),
+            tonic_prost::ProstCodec::<RawGetRequest, pb::KeyValueGetResponse>::default(),
         )
         .await;
     let status = assert_code(result, Code::InvalidArgument);
-    assert!(status.message().contains("GetRequest.key"), "{status:?}");
+    assert!(
+        status.message().contains("KeyValueGetRequest.key"),
+        "{status:?}"
+    );
     assert_still_serves(&mut kv).await;
 }

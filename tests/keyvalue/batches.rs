@@ -29,7 +29,7 @@ async fn get_many_preserves_order_and_reports_missing_keys() {
 
     let keys = vec![b.clone(), missing, a.clone(), hash, a];
     let reply = kv
-        .get_many(pb::GetManyRequest { keys })
+        .get_many(pb::KeyValueGetManyRequest { keys })
         .await
         .unwrap()
         .into_inner();
@@ -149,7 +149,7 @@ async fn task_result_is_cached_as_json_for_an_hour() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("task-result");
     let json: &[u8] = br#"{"task_id":"7f9c2b","status":"succeeded","result":{"rows":42,"files":["a.csv","b.csv"],"ratio":0.25,"note":"caf\u00e9 \"quoted\""},"finished_at":"2024-05-01T12:00:00Z"}"#;
-    let request = pb::SetRequest {
+    let request = pb::KeyValueSetRequest {
         ttl: secs(3600),
         ..set_request(&key, json)
     };
@@ -175,7 +175,7 @@ async fn several_keys_are_checked_expired_and_deleted_at_once() {
 
     // Expire them all in one atomic step.
     let expired = kv
-        .transaction(pb::TransactionRequest {
+        .transaction(pb::KeyValueTransactionRequest {
             guards: vec![],
             ops: all
                 .iter()

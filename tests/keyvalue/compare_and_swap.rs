@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fred::prelude::*;
 use redis_gateway::pb;
-use redis_gateway::pb::compare_and_swap_request::Expectation;
+use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 
 use crate::common::unique_key;
 use crate::support::{
@@ -15,7 +15,10 @@ use crate::support::{
 };
 
 /// A CompareAndSwap that must answer.
-async fn swap(kv: &mut Kv, request: pb::CompareAndSwapRequest) -> pb::CompareAndSwapResponse {
+async fn swap(
+    kv: &mut Kv,
+    request: pb::KeyValueCompareAndSwapRequest,
+) -> pb::KeyValueCompareAndSwapResponse {
     kv.compare_and_swap(request).await.unwrap().into_inner()
 }
 
@@ -25,7 +28,7 @@ async fn cas(
     key: &str,
     expectation: Expectation,
     value: &str,
-) -> pb::CompareAndSwapResponse {
+) -> pb::KeyValueCompareAndSwapResponse {
     swap(kv, cas_request(key, expectation, value)).await
 }
 
@@ -101,7 +104,7 @@ async fn compare_and_swap_ttl_keep_ttl_and_default_clear() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("cas-ttl");
     set(&mut kv, &key, "v1").await;
-    let request = |expected: &str, value: &str, ttl, keep_ttl| pb::CompareAndSwapRequest {
+    let request = |expected: &str, value: &str, ttl, keep_ttl| pb::KeyValueCompareAndSwapRequest {
         ttl,
         keep_ttl,
         ..cas_request(&key, Expectation::Expected(bytes(expected)), value)
@@ -159,11 +162,12 @@ async fn compare_and_swap_lets_exactly_one_concurrent_writer_win_each_round() {
                 })
             })
             .collect();
-        let outcomes: Vec<(String, pb::CompareAndSwapResponse)> = futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|outcome| outcome.unwrap())
-            .collect();
+        let outcomes: Vec<(String, pb::KeyValueCompareAndSwapResponse)> =
+            futures::future::join_all(tasks)
+                .await
+                .into_iter()
+                .map(|outcome| outcome.unwrap())
+                .collect();
         let winners: Vec<&String> = outcomes
             .iter()
             .filter(|(_, reply)| reply.swapped)

@@ -18,7 +18,7 @@ async fn increment(kv: &mut Kv, key: &str, delta: i64, ttl: Option<prost_types::
 
 /// IncrementFloat of `key` by `delta`; the new value.
 async fn increment_float(kv: &mut Kv, key: &str, delta: f64) -> f64 {
-    let request = pb::IncrementFloatRequest {
+    let request = pb::KeyValueIncrementFloatRequest {
         key: key.to_owned(),
         delta,
     };

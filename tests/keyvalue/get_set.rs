@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use redis_gateway::pb;
-use redis_gateway::pb::set_request::Condition;
+use redis_gateway::pb::key_value_set_request::Condition;
 use redis_gateway::pb::ttl_status::State;
 
 use crate::common::{Gateway, shared_redis, unique_key};
@@ -12,14 +12,14 @@ use crate::support::{
     set_request, set_with_ttl, start,
 };
 
-/// A SetRequest of `value` at `key` under `condition`.
+/// A KeyValueSetRequest of `value` at `key` under `condition`.
 fn conditional_set(
     key: &str,
     value: &str,
     condition: Condition,
     return_previous: bool,
-) -> pb::SetRequest {
-    pb::SetRequest {
+) -> pb::KeyValueSetRequest {
+    pb::KeyValueSetRequest {
         condition: condition.into(),
         return_previous,
         ..set_request(key, value)
@@ -152,7 +152,7 @@ async fn set_keep_ttl_keeps_ttl_while_plain_set_clears_it() {
     set_with_ttl(&mut kv, &key, "v1", secs(3600)).await;
     assert_expiring(&mut kv, &key, 3_590_000, 3_600_000).await;
 
-    let request = pb::SetRequest {
+    let request = pb::KeyValueSetRequest {
         keep_ttl: true,
         ..set_request(&key, "v2")
     };

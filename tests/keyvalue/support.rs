@@ -7,8 +7,8 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redis_gateway::pb;
-use redis_gateway::pb::compare_and_swap_request::Expectation;
 use redis_gateway::pb::key_value_client::KeyValueClient;
+use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 use redis_gateway::pb::ttl_status::State;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -50,17 +50,17 @@ pub fn bytes(text: &str) -> Bytes {
 
 // Request builders: the named fields set, everything else default.
 
-/// A GetRequest for `key`.
-pub fn get_request(key: &str) -> pb::GetRequest {
-    pb::GetRequest {
+/// A KeyValueGetRequest for `key`.
+pub fn get_request(key: &str) -> pb::KeyValueGetRequest {
+    pb::KeyValueGetRequest {
         key: key.to_owned(),
         ..Default::default()
     }
 }
 
-/// A SetRequest of `value` at `key`.
-pub fn set_request(key: &str, value: impl AsRef<[u8]>) -> pb::SetRequest {
-    pb::SetRequest {
+/// A KeyValueSetRequest of `value` at `key`.
+pub fn set_request(key: &str, value: impl AsRef<[u8]>) -> pb::KeyValueSetRequest {
+    pb::KeyValueSetRequest {
         key: key.to_owned(),
         value: Bytes::copy_from_slice(value.as_ref()),
         ..Default::default()
@@ -75,48 +75,48 @@ pub fn entry(key: &str, value: impl AsRef<[u8]>) -> pb::KeyValueEntry {
     }
 }
 
-/// A SetManyRequest of `entries` with the given TTL and if_none_exist.
+/// A KeyValueSetManyRequest of `entries` with the given TTL and if_none_exist.
 pub fn set_many_request(
     entries: Vec<pb::KeyValueEntry>,
     ttl: Option<prost_types::Duration>,
     if_none_exist: bool,
-) -> pb::SetManyRequest {
-    pb::SetManyRequest {
+) -> pb::KeyValueSetManyRequest {
+    pb::KeyValueSetManyRequest {
         entries,
         ttl,
         if_none_exist,
     }
 }
 
-/// An ExpireRequest (condition ALWAYS) for `key`.
-pub fn expire_request(key: &str, ttl: Option<prost_types::Duration>) -> pb::ExpireRequest {
-    pb::ExpireRequest {
+/// An KeyValueExpireRequest (condition ALWAYS) for `key`.
+pub fn expire_request(key: &str, ttl: Option<prost_types::Duration>) -> pb::KeyValueExpireRequest {
+    pb::KeyValueExpireRequest {
         key: key.to_owned(),
         ttl,
         ..Default::default()
     }
 }
 
-/// An IncrementRequest of `key` by `delta`.
+/// An KeyValueIncrementRequest of `key` by `delta`.
 pub fn increment_request(
     key: &str,
     delta: i64,
     ttl: Option<prost_types::Duration>,
-) -> pb::IncrementRequest {
-    pb::IncrementRequest {
+) -> pb::KeyValueIncrementRequest {
+    pb::KeyValueIncrementRequest {
         key: key.to_owned(),
         delta,
         ttl,
     }
 }
 
-/// A CompareAndSwapRequest without TTL or keep_ttl.
+/// A KeyValueCompareAndSwapRequest without TTL or keep_ttl.
 pub fn cas_request(
     key: &str,
     expectation: Expectation,
     value: impl AsRef<[u8]>,
-) -> pb::CompareAndSwapRequest {
-    pb::CompareAndSwapRequest {
+) -> pb::KeyValueCompareAndSwapRequest {
+    pb::KeyValueCompareAndSwapRequest {
         key: key.to_owned(),
         expectation: Some(expectation),
         value: Bytes::copy_from_slice(value.as_ref()),
@@ -125,9 +125,9 @@ pub fn cas_request(
     }
 }
 
-/// A ScanRequest for keys matching `pattern` of type `key_type` ("" for any).
-pub fn scan_request(pattern: &str, page_size: u32, key_type: &str) -> pb::ScanRequest {
-    pb::ScanRequest {
+/// A KeyValueScanRequest for keys matching `pattern` of type `key_type` ("" for any).
+pub fn scan_request(pattern: &str, page_size: u32, key_type: &str) -> pb::KeyValueScanRequest {
+    pb::KeyValueScanRequest {
         pattern: pattern.to_owned(),
         page_size,
         r#type: key_type.to_owned(),
@@ -143,7 +143,7 @@ pub async fn set(kv: &mut Kv, key: &str, value: &str) {
 
 /// Sets `key` to `value` with `ttl`; asserts it was applied.
 pub async fn set_with_ttl(kv: &mut Kv, key: &str, value: &str, ttl: Option<prost_types::Duration>) {
-    let request = pb::SetRequest {
+    let request = pb::KeyValueSetRequest {
         ttl,
         ..set_request(key, value)
     };
@@ -152,7 +152,7 @@ pub async fn set_with_ttl(kv: &mut Kv, key: &str, value: &str, ttl: Option<prost
 }
 
 /// A plain Get of `key`.
-pub async fn get(kv: &mut Kv, key: &str) -> pb::GetResponse {
+pub async fn get(kv: &mut Kv, key: &str) -> pb::KeyValueGetResponse {
     get_with(kv, key, false, None).await
 }
 
@@ -162,8 +162,8 @@ pub async fn get_with(
     key: &str,
     include_ttl: bool,
     refresh_ttl: Option<prost_types::Duration>,
-) -> pb::GetResponse {
-    let request = pb::GetRequest {
+) -> pb::KeyValueGetResponse {
+    let request = pb::KeyValueGetRequest {
         key: key.to_owned(),
         include_ttl,
         refresh_ttl,
@@ -177,7 +177,7 @@ pub async fn set_many_entries(
     entries: Vec<pb::KeyValueEntry>,
     ttl: Option<prost_types::Duration>,
     if_none_exist: bool,
-) -> pb::SetManyResponse {
+) -> pb::KeyValueSetManyResponse {
     let request = set_many_request(entries, ttl, if_none_exist);
     kv.set_many(request).await.unwrap().into_inner()
 }
@@ -189,20 +189,20 @@ pub async fn set_many(
     value: &str,
     ttl: Option<prost_types::Duration>,
     if_none_exist: bool,
-) -> pb::SetManyResponse {
+) -> pb::KeyValueSetManyResponse {
     let entries = keys.iter().map(|key| entry(key.as_ref(), value)).collect();
     set_many_entries(kv, entries, ttl, if_none_exist).await
 }
 
 /// Delete of `keys`; how many were deleted.
 pub async fn delete(kv: &mut Kv, keys: Vec<String>) -> i64 {
-    let request = pb::DeleteRequest { keys };
+    let request = pb::KeyValueDeleteRequest { keys };
     kv.delete(request).await.unwrap().into_inner().deleted
 }
 
 /// Exists of `keys`; how many exist.
 pub async fn exists(kv: &mut Kv, keys: Vec<String>) -> i64 {
-    let request = pb::ExistsRequest { keys };
+    let request = pb::KeyValueExistsRequest { keys };
     kv.exists(request).await.unwrap().into_inner().count
 }
 
@@ -238,7 +238,7 @@ pub fn assert_status<T: std::fmt::Debug>(
 
 /// The key's TTL state via GetTtl, with the TTL in milliseconds when expiring.
 pub async fn ttl_of(kv: &mut Kv, key: &str) -> (State, Option<i64>) {
-    let request = pb::GetTtlRequest {
+    let request = pb::KeyValueGetTtlRequest {
         key: key.to_owned(),
     };
     let reply = kv.get_ttl(request).await.unwrap().into_inner();

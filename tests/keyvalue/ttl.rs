@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use redis_gateway::pb;
-use redis_gateway::pb::compare_and_swap_request::Expectation;
-use redis_gateway::pb::expire_request::Condition;
+use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
+use redis_gateway::pb::key_value_expire_request::Condition;
 use redis_gateway::pb::ttl_status::State;
 
 use crate::common::unique_key;
@@ -26,7 +26,7 @@ async fn expire(
     ttl: Option<prost_types::Duration>,
     condition: Condition,
 ) -> bool {
-    let request = pb::ExpireRequest {
+    let request = pb::KeyValueExpireRequest {
         condition: condition.into(),
         ..expire_request(key, ttl)
     };
@@ -35,7 +35,7 @@ async fn expire(
 
 /// Persist of `key`; whether a TTL was removed.
 async fn persist(kv: &mut Kv, key: &str) -> bool {
-    let request = pb::PersistRequest {
+    let request = pb::KeyValuePersistRequest {
         key: key.to_owned(),
     };
     kv.persist(request).await.unwrap().into_inner().applied
@@ -282,7 +282,7 @@ async fn set_many_ttl_really_expires() {
 async fn compare_and_swap_ttl_really_expires() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("cas-exp");
-    let request = pb::CompareAndSwapRequest {
+    let request = pb::KeyValueCompareAndSwapRequest {
         ttl: millis(400),
         ..cas_request(&key, Expectation::ExpectAbsent(true), "v")
     };

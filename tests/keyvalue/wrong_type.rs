@@ -3,7 +3,7 @@
 
 use fred::prelude::*;
 use redis_gateway::pb;
-use redis_gateway::pb::compare_and_swap_request::Expectation;
+use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 use tonic::Code;
 
 use crate::common::unique_key;
@@ -39,7 +39,7 @@ async fn get_of_hash_or_list_is_failed_precondition() {
     let (_gateway, mut kv) = start().await;
     for key in hash_and_list().await {
         for (include_ttl, refresh_ttl) in [(false, None), (true, None), (false, secs(60))] {
-            let request = pb::GetRequest {
+            let request = pb::KeyValueGetRequest {
                 key: key.clone(),
                 include_ttl,
                 refresh_ttl,
@@ -58,7 +58,7 @@ async fn increment_of_hash_or_list_is_failed_precondition() {
         for ttl in [None, secs(60)] {
             assert_failed_precondition(kv.increment(increment_request(&key, 1, ttl)).await);
         }
-        let float = pb::IncrementFloatRequest {
+        let float = pb::KeyValueIncrementFloatRequest {
             key: key.clone(),
             delta: 1.0,
         };
@@ -89,7 +89,7 @@ async fn compare_and_swap_on_hash_or_list_is_failed_precondition() {
 async fn set_return_previous_on_hash_is_failed_precondition() {
     let (_gateway, mut kv) = start().await;
     let [hash, _] = hash_and_list().await;
-    let request = pb::SetRequest {
+    let request = pb::KeyValueSetRequest {
         return_previous: true,
         ..set_request(&hash, "v")
     };

@@ -14,7 +14,7 @@ use crate::support::{
 
 /// Asserts that a transaction did not commit because guard number `index` failed.
 #[track_caller]
-fn assert_guard_failed(reply: &pb::TransactionResponse, index: u32) {
+fn assert_guard_failed(reply: &pb::KeyValueTransactionResponse, index: u32) {
     assert!(!reply.committed, "guard {index} held: {reply:?}");
     assert_eq!(reply.failed_guard, Some(index));
     assert!(reply.results.is_empty());

@@ -197,8 +197,8 @@ pub async fn run(
     kv: &mut Kv,
     guards: Vec<pb::TransactionGuard>,
     ops: Vec<pb::TransactionOperation>,
-) -> Result<pb::TransactionResponse, tonic::Status> {
-    kv.transaction(pb::TransactionRequest { guards, ops })
+) -> Result<pb::KeyValueTransactionResponse, tonic::Status> {
+    kv.transaction(pb::KeyValueTransactionRequest { guards, ops })
         .await
         .map(tonic::Response::into_inner)
 }
@@ -226,8 +226,8 @@ pub async fn assert_ops_fail(
 }
 
 /// A plain Get of `key` through the KeyValue API.
-pub async fn get(kv: &mut Kv, key: &str) -> pb::GetResponse {
-    let request = pb::GetRequest {
+pub async fn get(kv: &mut Kv, key: &str) -> pb::KeyValueGetResponse {
+    let request = pb::KeyValueGetRequest {
         key: key.to_owned(),
         ..Default::default()
     };
@@ -250,7 +250,7 @@ pub async fn hash_of(client: &Client, key: &str) -> HashMap<String, String> {
 /// Asserts that a transaction failed with `code` and a message naming `field`.
 #[track_caller]
 pub fn assert_status(
-    result: Result<pb::TransactionResponse, tonic::Status>,
+    result: Result<pb::KeyValueTransactionResponse, tonic::Status>,
     code: Code,
     field: &str,
 ) {

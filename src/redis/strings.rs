@@ -1,0 +1,405 @@
+//! Typed operations on Redis strings and keys, as the KeyValue service uses them.
+//!
+//! Each takes the [`Call`] and plain Rust values (caller keys as `String`s, values as
+//! [`Bytes`]), applies the caller's namespace, runs one command or script through
+//! [`Redis::run`] / [`Redis::eval`], and returns plain values. Nothing here knows gRPC.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::{Expiration, ExpireOptions, SetOptions, Value};
+
+use super::scripts::{KV_COMPARE_AND_SWAP, KV_GET, KV_INCREMENT, KV_SET_MANY};
+use super::{Call, Redis, reply_array, reply_bytes, reply_i64};
+use crate::error::{Error, Idempotency};
+
+/// A key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlState {
+    /// The key does not exist.
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key expires after this long.
+    Expiring(Duration),
+}
+
+impl TtlState {
+    /// Reads a PTTL reply: -2 missing, -1 no TTL, else milliseconds.
+    fn from_pttl(pttl: i64) -> Self {
+        match pttl {
+            -2 => Self::Missing,
+            -1 => Self::Persistent,
+            millis => Self::Expiring(Duration::from_millis(millis.max(0) as u64)),
+        }
+    }
+}
+
+/// When a SET applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCondition {
+    /// Always.
+    Always,
+    /// Only when the key does not exist (NX).
+    IfAbsent,
+    /// Only when the key exists (XX).
+    IfPresent,
+}
+
+/// What a write does to the key's TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlChange {
+    /// Remove any TTL (a plain SET).
+    Clear,
+    /// Keep the key's current TTL.
+    Keep,
+    /// Expire after this many milliseconds.
+    Millis(u64),
+}
+
+/// A conditional PEXPIRE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireCondition {
+    /// Always.
+    Always,
+    /// Only when the key has no TTL (NX).
+    IfNoTtl,
+    /// Only when the key has a TTL (XX).
+    IfHasTtl,
+    /// Only when the new TTL is greater (GT).
+    IfGreater,
+    /// Only when the new TTL is less (LT).
+    IfLess,
+}
+
+/// The result of a SET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// Whether the value was written.
+    pub applied: bool,
+    /// The value before the SET, when it was asked for (`None` inside: the key was absent).
+    pub previous: Option<Option<Bytes>>,
+}
+
+/// What a compare-and-swap expects the key to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// Exactly these bytes.
+    Equals(Bytes),
+    /// Nothing: the key is absent.
+    Absent,
+}
+
+/// The result of a compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapOutcome {
+    /// Whether the new value was written.
+    pub swapped: bool,
+    /// The key's value when the expectation failed (`None`: absent).
+    pub current: Option<Bytes>,
+}
+
+/// A milliseconds TTL as the Lua scripts take it: digits, or empty for none.
+fn ttl_arg(ttl: Option<u64>) -> Value {
+    Value::from(ttl.map(|ms| ms.to_string()).unwrap_or_default())
+}
+
+fn flag(on: bool) -> Value {
+    Value::from(if on { "1" } else { "0" })
+}
+
+impl Redis {
+    /// GET.
+    pub async fn get(&self, call: &Call, key: String) -> Result<Option<Bytes>, Error> {
+        let key = call.namespace.key(key);
+        let reply = self
+            .run(call, Idempotency::Idempotent, |client| {
+                let key = key.clone();
+                async move { client.get::<Value, _>(key).await }
+            })
+            .await?;
+        reply_bytes(reply)
+    }
+
+    /// GET that may also refresh the TTL (`refresh_ms`) and read it (`include_ttl`), in one
+    /// atomic step.
+    pub async fn get_with_ttl(
+        &self,
+        call: &Call,
+        key: String,
+        refresh_ms: Option<u64>,
+        include_ttl: bool,
+    ) -> Result<(Option<Bytes>, Option<TtlState>), Error> {
+        let idempotency = if refresh_ms.is_some() {
+            Idempotency::AtMostOnce
+        } else {
+            Idempotency::Idempotent
+        };
+        let reply = self
+            .eval(
+                call,
+                idempotency,
+                &KV_GET,
+                vec![call.namespace.key(key)],
+                vec![ttl_arg(refresh_ms), flag(include_ttl)],
+            )
+            .await?;
+        let mut parts = reply_array(reply)?.into_iter();
+        let value = reply_bytes(parts.next().unwrap_or(Value::Null))?;
+        let ttl = if include_ttl {
+            let pttl = reply_i64(parts.next().unwrap_or(Value::Integer(-2)))?;
+            Some(TtlState::from_pttl(pttl))
+        } else {
+            None
+        };
+        Ok((value, ttl))
+    }
+
+    /// SET with a condition, a TTL change, and optionally the previous value (SET … GET).
+    pub async fn set(
+        &self,
+        call: &Call,
+        key: String,
+        value: Bytes,
+        condition: SetCondition,
+        ttl: TtlChange,
+        return_previous: bool,
+    ) -> Result<SetOutcome, Error> {
+        let key = call.namespace.key(key);
+        let expiration = match ttl {
+            TtlChange::Clear => None,
+            TtlChange::Keep => Some(Expiration::KEEPTTL),
+            TtlChange::Millis(ms) => Some(Expiration::PX(ms as i64)),
+        };
+        let set_option = match condition {
+            SetCondition::Always => None,
+            SetCondition::IfAbsent => Some(SetOptions::NX),
+            SetCondition::IfPresent => Some(SetOptions::XX),
+        };
+        let reply = self
+            .run(call, Idempotency::AtMostOnce, |client| {
+                let (key, value) = (key.clone(), Value::Bytes(value.clone()));
+                let (expiration, set_option) = (expiration.clone(), set_option.clone());
+                async move {
+                    client
+                        .set::<Value, _, _>(key, value, expiration, set_option, return_previous)
+                        .await
+                }
+            })
+            .await?;
+        if !return_previous {
+            return Ok(SetOutcome {
+                applied: !reply.is_null(),
+                previous: None,
+            });
+        }
+        let previous = reply_bytes(reply)?;
+        let applied = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => previous.is_none(),
+            SetCondition::IfPresent => previous.is_some(),
+        };
+        Ok(SetOutcome {
+            applied,
+            previous: Some(previous),
+        })
+    }
+
+    /// MGET.
+    pub async fn get_many(
+        &self,
+        call: &Call,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Bytes>>, Error> {
+        let keys = call.namespace.keys(keys);
+        let reply = self
+            .run(call, Idempotency::Idempotent, |client| {
+                let keys = keys.clone();
+                async move { client.mget::<Value, _>(keys).await }
+            })
+            .await?;
+        reply_array(reply)?.into_iter().map(reply_bytes).collect()
+    }
+
+    /// Writes every entry or none: with `if_none_exist`, nothing when any key exists.
+    /// Returns whether the entries were written.
+    pub async fn set_many(
+        &self,
+        call: &Call,
+        entries: Vec<(String, Bytes)>,
+        ttl_ms: Option<u64>,
+        if_none_exist: bool,
+    ) -> Result<bool, Error> {
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut args = Vec::with_capacity(entries.len() + 2);
+        args.push(ttl_arg(ttl_ms));
+        args.push(flag(if_none_exist));
+        for (key, value) in entries {
+            keys.push(call.namespace.key(key));
+            args.push(Value::Bytes(value));
+        }
+        let reply = self
+            .eval(call, Idempotency::AtMostOnce, &KV_SET_MANY, keys, args)
+            .await?;
+        Ok(reply_i64(reply)? == 1)
+    }
+
+    /// UNLINK (DEL that frees large values in the background); the number removed.
+    pub async fn delete(&self, call: &Call, keys: Vec<String>) -> Result<i64, Error> {
+        let keys = call.namespace.keys(keys);
+        self.run(call, Idempotency::AtMostOnce, |client| {
+            let keys = keys.clone();
+            async move { client.unlink::<i64, _>(keys).await }
+        })
+        .await
+    }
+
+    /// EXISTS: how many of `keys` exist (a key named twice counts twice).
+    pub async fn exists(&self, call: &Call, keys: Vec<String>) -> Result<i64, Error> {
+        let keys = call.namespace.keys(keys);
+        self.run(call, Idempotency::Idempotent, |client| {
+            let keys = keys.clone();
+            async move { client.exists::<i64, _>(keys).await }
+        })
+        .await
+    }
+
+    /// PEXPIRE with a condition; whether the TTL was set.
+    pub async fn expire(
+        &self,
+        call: &Call,
+        key: String,
+        ttl_ms: u64,
+        condition: ExpireCondition,
+    ) -> Result<bool, Error> {
+        let key = call.namespace.key(key);
+        let option = match condition {
+            ExpireCondition::Always => None,
+            ExpireCondition::IfNoTtl => Some(ExpireOptions::NX),
+            ExpireCondition::IfHasTtl => Some(ExpireOptions::XX),
+            ExpireCondition::IfGreater => Some(ExpireOptions::GT),
+            ExpireCondition::IfLess => Some(ExpireOptions::LT),
+        };
+        let applied = self
+            .run(call, Idempotency::AtMostOnce, |client| {
+                let (key, option) = (key.clone(), option.clone());
+                async move { client.pexpire::<i64, _>(key, ttl_ms as i64, option).await }
+            })
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// PERSIST; whether a TTL was removed.
+    pub async fn persist(&self, call: &Call, key: String) -> Result<bool, Error> {
+        let key = call.namespace.key(key);
+        let applied = self
+            .run(call, Idempotency::AtMostOnce, |client| {
+                let key = key.clone();
+                async move { client.persist::<i64, _>(key).await }
+            })
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// PTTL.
+    pub async fn ttl(&self, call: &Call, key: String) -> Result<TtlState, Error> {
+        let key = call.namespace.key(key);
+        let pttl = self
+            .run(call, Idempotency::Idempotent, |client| {
+                let key = key.clone();
+                async move { client.pttl::<i64, _>(key).await }
+            })
+            .await?;
+        Ok(TtlState::from_pttl(pttl))
+    }
+
+    /// INCRBY; with `ttl_ms`, a counter without a TTL gets one in the same step (fixed-window
+    /// rate limits).
+    pub async fn increment(
+        &self,
+        call: &Call,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, Error> {
+        let key = call.namespace.key(key);
+        match ttl_ms {
+            None => {
+                self.run(call, Idempotency::AtMostOnce, |client| {
+                    let key = key.clone();
+                    async move { client.incr_by::<i64, _>(key, delta).await }
+                })
+                .await
+            }
+            Some(ms) => reply_i64(
+                self.eval(
+                    call,
+                    Idempotency::AtMostOnce,
+                    &KV_INCREMENT,
+                    vec![key],
+                    vec![Value::from(delta.to_string()), Value::from(ms.to_string())],
+                )
+                .await?,
+            ),
+        }
+    }
+
+    /// INCRBYFLOAT.
+    pub async fn increment_float(
+        &self,
+        call: &Call,
+        key: String,
+        delta: f64,
+    ) -> Result<f64, Error> {
+        let key = call.namespace.key(key);
+        self.run(call, Idempotency::AtMostOnce, |client| {
+            let key = key.clone();
+            async move { client.incr_by_float::<f64, _>(key, delta).await }
+        })
+        .await
+    }
+
+    /// Writes `value` only when the key holds what `expected` says, atomically.
+    pub async fn compare_and_swap(
+        &self,
+        call: &Call,
+        key: String,
+        expected: Expectation,
+        value: Bytes,
+        ttl: TtlChange,
+    ) -> Result<SwapOutcome, Error> {
+        let (mode, expected) = match expected {
+            Expectation::Equals(bytes) => ("equals", Value::Bytes(bytes)),
+            Expectation::Absent => ("absent", Value::from("")),
+        };
+        let (ttl_ms, keep_ttl) = match ttl {
+            TtlChange::Clear => (None, false),
+            TtlChange::Keep => (None, true),
+            TtlChange::Millis(ms) => (Some(ms), false),
+        };
+        let reply = self
+            .eval(
+                call,
+                Idempotency::AtMostOnce,
+                &KV_COMPARE_AND_SWAP,
+                vec![call.namespace.key(key)],
+                vec![
+                    Value::from(mode),
+                    expected,
+                    Value::Bytes(value),
+                    ttl_arg(ttl_ms),
+                    flag(keep_ttl),
+                ],
+            )
+            .await?;
+        let mut parts = reply_array(reply)?.into_iter();
+        let swapped = parts.next().map(reply_i64).transpose()? == Some(1);
+        let current = if swapped {
+            None
+        } else {
+            reply_bytes(parts.next().unwrap_or(Value::Null))?
+        };
+        Ok(SwapOutcome { swapped, current })
+    }
+}
