@@ -116,8 +116,9 @@ pub struct Config {
     #[arg(long, env = "REDIS_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub redis_command_timeout: Duration,
 
-    /// Start and supervise a private redis-server on a free loopback port instead of using an
-    /// external Redis. Conflicts with REDIS_URL.
+    /// Start and supervise a private redis-server instead of using an external Redis; only the
+    /// gateway can reach it (a unix socket in a 0700 directory, a random password, no TCP).
+    /// Conflicts with REDIS_URL.
     #[arg(long, env = "GATEWAY_EMBEDDED_REDIS", default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub embedded_redis: bool,
 

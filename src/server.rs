@@ -143,7 +143,7 @@ pub async fn run(
     } else {
         None
     };
-    let fred_config = redis::fred_config(&config, embedded.as_ref().map(EmbeddedRedis::port))?;
+    let fred_config = redis::fred_config(&config, embedded.as_ref().map(EmbeddedRedis::target))?;
     let runtimes = config.runtime_count();
     let connections = config.connections_per_runtime();
     tracing::info!(
@@ -435,7 +435,10 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Where the gateway connects, for the log; never shows a password.
 fn describe_target(config: &Config, embedded: Option<&EmbeddedRedis>) -> String {
     match (embedded, &config.redis_url) {
-        (Some(embedded), _) => format!("embedded redis-server on 127.0.0.1:{}", embedded.port()),
+        (Some(embedded), _) => format!(
+            "embedded redis-server at {}",
+            embedded.target().socket().display()
+        ),
         (None, Some(url)) => redact_url(url),
         (None, None) => format!(
             "{}:{} db {}",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -292,33 +292,417 @@ async fn embedded_mode_explains_how_to_install_a_missing_redis_server() {
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
 }
 
-/// Reads the gateway's log until the embedded Redis reports its port.
-async fn embedded_port(
-    child: &mut Child,
-) -> (
-    u16,
-    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-) {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the gateway logs the embedded Redis port");
-        let plain = strip_ansi(&line);
-        if plain.contains("embedded redis-server is up") {
-            let port = plain
-                .split_whitespace()
-                .find_map(|field| field.strip_prefix("port="))
-                .expect("port field")
-                .parse()
-                .unwrap();
-            return (port, lines);
+/// The gateway binary with an embedded Redis in `data_dir`; its log is read in the background
+/// (so its stderr pipe never fills up) and kept for assertions and failure messages.
+struct EmbeddedGateway {
+    child: Child,
+    /// Where it serves gRPC.
+    port: u16,
+    /// Log lines (ANSI colours stripped) as they come.
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line received so far.
+    seen: Vec<String>,
+}
+
+impl EmbeddedGateway {
+    fn spawn(data_dir: &Path) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = spawn_gateway(
+            &[
+                "--listen",
+                &listen,
+                "--embedded-redis",
+                "--embedded-redis-dir",
+                data_dir.to_str().unwrap(),
+                "--health-interval",
+                "100ms",
+            ],
+            &[],
+        );
+        let (sender, log) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = sender.send(strip_ansi(&line));
+            }
+        });
+        Self {
+            child,
+            port,
+            log,
+            seen: Vec::new(),
         }
     }
-    panic!("the embedded Redis did not come up");
+
+    /// Waits (generously: the machine may be loaded) for a new log line containing `needle`.
+    async fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout_at(deadline, self.log.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!(
+                    "the gateway exited before logging {needle:?}: {:#?}",
+                    self.seen
+                ),
+                Err(_) => panic!("the gateway never logged {needle:?}: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// SIGTERMs the gateway, asserts that it exits 0, and returns its whole log.
+    async fn stop(mut self) -> Vec<String> {
+        sigterm(&self.child);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the gateway exits")
+            .unwrap();
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_secs(10), self.log.recv()).await
+        {
+            self.seen.push(line);
+        }
+        assert_eq!(status.code(), Some(0), "{:#?}", self.seen);
+        self.seen
+    }
+}
+
+/// The value of `name=` in a log line.
+fn log_field<'a>(line: &'a str, name: &str) -> &'a str {
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+/// The embedded redis-server's pid, from its "is up" / "restarted" log lines.
+fn embedded_pid(line: &str) -> i32 {
+    log_field(line, "pid").parse().expect("a pid")
+}
+
+/// The parent pid of process `pid`, from /proc.
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces, so parse after its closing ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The redis-server processes whose parent is `parent`, from /proc.
+fn redis_children(parent: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| parent_pid(pid) == Some(parent as i32))
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "redis-server")
+        })
+        .collect()
+}
+
+/// True while process `pid` exists (and is not a zombie awaiting its parent).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let rest = &stat[stat.rfind(')').map_or(0, |end| end + 1)..];
+            rest.split_whitespace().next() != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Every append-only file of the embedded Redis (Redis 7 keeps them in `appendonlydir/`).
+fn append_only_bytes(data_dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("appendonlydir")) {
+        for entry in entries.flatten() {
+            bytes.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Gets `key` through the gateway until it is found (the embedded Redis may be restarting).
+async fn get_eventually(kv: &mut KeyValueClient<Channel>, key: &str) -> Bytes {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = kv
+            .get(pb::KeyValueGetRequest {
+                key: key.to_owned(),
+                ..Default::default()
+            })
+            .await;
+        match reply {
+            Ok(reply) if reply.get_ref().found => return reply.into_inner().value,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the embedded Redis did not come back with {key}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_redis_survives_a_crash_with_its_data_and_stops_with_the_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("redis");
+    let mut gateway = EmbeddedGateway::spawn(&data_dir);
+    let up = gateway.wait_for_log("embedded redis-server is up").await;
+    let first_pid = embedded_pid(&up);
+    let socket = PathBuf::from(log_field(&up, "socket"));
+    let channel = connect(gateway.port).await;
+    wait_until_serving(channel.clone()).await;
+    let mut kv = KeyValueClient::new(channel);
+
+    let key = unique_key("persisted");
+    let value = format!("kept-{key}");
+    kv.set(pb::KeyValueSetRequest {
+        key: key.clone(),
+        value: Bytes::from(value.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("the embedded Redis serves");
+    // The write reaches the append-only file right away (fsync, every second, only matters
+    // for an OS crash): wait for it rather than for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !contains(&append_only_bytes(&data_dir), value.as_bytes()) {
+        assert!(
+            Instant::now() < deadline,
+            "the key never reached the append-only files in {}",
+            data_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(contains(&append_only_bytes(&data_dir), key.as_bytes()));
+
+    // A real crash: SIGKILL, no chance to flush. Only ever the gateway's own child.
+    assert_eq!(
+        parent_pid(first_pid),
+        Some(gateway.child.id().unwrap() as i32),
+        "pid {first_pid} is not the gateway's child"
+    );
+    kill(Pid::from_raw(first_pid), Signal::SIGKILL).expect("kill the embedded Redis");
+    let restarted = gateway
+        .wait_for_log("embedded redis-server restarted")
+        .await;
+    let second_pid = embedded_pid(&restarted);
+    assert_ne!(second_pid, first_pid);
+    assert!(!process_alive(first_pid));
+
+    // Served again, on the same socket, with the data from the append-only file.
+    assert_eq!(get_eventually(&mut kv, &key).await, Bytes::from(value));
+    assert!(socket.exists(), "{} is gone", socket.display());
+
+    gateway.stop().await;
+    assert!(
+        !process_alive(second_pid),
+        "the embedded Redis outlived the gateway"
+    );
+    assert!(
+        !socket.exists(),
+        "redis-server removes its socket on a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_redis_is_reachable_only_by_the_gateway() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("redis");
+    let mut gateway = EmbeddedGateway::spawn(&data_dir);
+    let up = gateway.wait_for_log("embedded redis-server is up").await;
+    wait_until_serving(connect(gateway.port).await).await;
+    let children = redis_children(gateway.child.id().unwrap());
+    let [pid] = children[..] else {
+        panic!("the gateway runs one redis-server, not {children:?}");
+    };
+
+    // No TCP listener at all: none of the child's sockets is in the kernel's TCP tables,
+    // while its unix socket is found the same way (so the check can see sockets).
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table_inodes = |table: &str| -> Vec<(String, String)> {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|row| {
+                let fields: Vec<&str> = row.split_whitespace().collect();
+                let (inode, rest) = match table {
+                    // Num RefCount Protocol Flags Type St Inode Path
+                    "unix" => (fields.get(6)?, fields.get(7).copied().unwrap_or("")),
+                    // sl local rem st queues tr retrnsmt uid timeout inode
+                    _ => (fields.get(9)?, fields[1]),
+                };
+                Some((inode.to_string(), rest.to_owned()))
+            })
+            .collect()
+    };
+    for table in ["tcp", "tcp6"] {
+        for (inode, local) in table_inodes(table) {
+            assert!(
+                !inodes.contains(&inode),
+                "the embedded Redis has a TCP socket ({table} {local})"
+            );
+        }
+    }
+
+    // The socket lives in a directory only this user can enter, and is itself 0700.
+    let socket = PathBuf::from(log_field(&up, "socket"));
+    assert_eq!(embedded_pid(&up), pid);
+    assert!(
+        table_inodes("unix")
+            .iter()
+            .any(|(inode, path)| inodes.contains(inode) && Path::new(path) == socket),
+        "the embedded Redis does not listen on {}",
+        socket.display()
+    );
+    let run_dir = socket.parent().unwrap();
+    let run_meta = std::fs::symlink_metadata(run_dir).unwrap();
+    assert!(run_meta.is_dir());
+    assert_eq!(run_meta.permissions().mode() & 0o7777, 0o700, "{run_dir:?}");
+    assert_eq!(run_meta.uid(), nix::unistd::geteuid().as_raw());
+    let socket_meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert_eq!(socket_meta.permissions().mode() & 0o777, 0o700);
+
+    // The password is in a file only this user can read, not on the command line.
+    let config_file = run_dir.join("redis.conf");
+    let config_meta = std::fs::metadata(&config_file).unwrap();
+    assert_eq!(config_meta.permissions().mode() & 0o777, 0o600);
+    let config = std::fs::read_to_string(&config_file).unwrap();
+    let password = config
+        .lines()
+        .find_map(|line| line.strip_prefix("requirepass "))
+        .expect("a password")
+        .to_owned();
+    assert!(password.len() >= 32);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!contains(&cmdline, password.as_bytes()));
+
+    // Even on the socket, nothing runs without the password.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        stream
+            .write_all(b"CONFIG SET dir /tmp\r\nPING\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 256];
+        let mut read = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reply[..read].iter().filter(|&&byte| byte == b'\n').count() < 2 {
+            assert!(Instant::now() < deadline, "no reply");
+            read += tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply[read..]))
+                .await
+                .expect("a reply")
+                .unwrap();
+        }
+        let reply = String::from_utf8_lossy(&reply[..read]);
+        assert!(
+            reply.lines().all(|line| line.starts_with("-NOAUTH")),
+            "{reply}"
+        );
+    }
+
+    // A second gateway cannot start another redis-server on the same data.
+    let (code, stderr) = run_to_exit(
+        &[
+            "--embedded-redis",
+            "--embedded-redis-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("in use by another gateway"), "{stderr}");
+    assert!(process_alive(pid), "the first embedded Redis was disturbed");
+
+    let log = gateway.stop().await;
+    assert!(
+        !config_file.exists(),
+        "the password file outlived the gateway"
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("embedded redis-server stopped")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|line| line.contains(&password)),
+        "the password was logged"
+    );
+}
+
+#[tokio::test]
+async fn embedded_redis_output_cannot_block_it_and_a_failed_start_reports_it() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("redis");
+    // More than a pipe holds (64 KiB), then a last word and a failure. If nobody read the
+    // child's output, it would block on the write and the gateway would wait for a PING.
+    let fake = data.path().join("fake-redis-server");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         head -c 300000 /dev/zero | tr '\\0' x >&2\n\
+         echo >&2\n\
+         echo 'fake-redis-server: cannot start, see marker-7b1' >&2\n\
+         exit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stderr) = run_to_exit(
+        &[
+            "--embedded-redis",
+            "--embedded-redis-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[("GATEWAY_REDIS_SERVER_BIN", fake.to_str().unwrap())],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("exited with"), "{stderr}");
+    assert!(stderr.contains("marker-7b1"), "{stderr}");
+    assert!(
+        stderr.len() < 20_000,
+        "the error repeats all of the output: {} bytes",
+        stderr.len()
+    );
+    let log = std::fs::read_to_string(data_dir.join("redis.log")).unwrap();
+    assert!(
+        log.contains("marker-7b1"),
+        "its output is kept in redis.log"
+    );
+    assert!(
+        !data_dir.join("run").join("redis.conf").exists(),
+        "the password file outlived a failed start"
+    );
 }
 
 fn strip_ansi(text: &str) -> String {
@@ -336,84 +720,6 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
-}
-
-fn port_is_closed(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_redis_serves_survives_a_crash_and_stops_with_the_gateway() {
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().join("redis");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut gateway = spawn_gateway(
-        &[
-            "--listen",
-            &listen,
-            "--embedded-redis",
-            "--embedded-redis-dir",
-            data_dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let (redis_port, _log) = embedded_port(&mut gateway).await;
-    let mut kv = KeyValueClient::new(connect(port).await);
-    kv.set(pb::KeyValueSetRequest {
-        key: "persisted".into(),
-        value: Bytes::from_static(b"kept"),
-        ..Default::default()
-    })
-    .await
-    .expect("the embedded Redis serves");
-    assert!(
-        Path::new(&data_dir).read_dir().unwrap().next().is_some(),
-        "the data directory holds the append-only files"
-    );
-
-    // Crash the embedded Redis: the supervisor restarts it on the same port, with its data.
-    tokio::time::sleep(Duration::from_millis(1100)).await; // appendfsync everysec
-    let direct = Builder::from_config(
-        fred::types::config::Config::from_url(&format!("redis://127.0.0.1:{redis_port}")).unwrap(),
-    )
-    .build()
-    .unwrap();
-    direct.init().await.unwrap();
-    let _ = direct
-        .custom::<Value, _>(fred::cmd!("SHUTDOWN"), vec!["NOSAVE"])
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let value = loop {
-        match kv
-            .get(pb::KeyValueGetRequest {
-                key: "persisted".into(),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(reply) if reply.get_ref().found => break reply.into_inner().value,
-            _ => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the embedded Redis did not come back"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    assert_eq!(value, Bytes::from_static(b"kept"));
-
-    sigterm(&gateway);
-    let status = tokio::time::timeout(Duration::from_secs(20), gateway.wait())
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(
-        port_is_closed(redis_port),
-        "the embedded Redis outlived the gateway"
-    );
 }
 
 #[tokio::test]

@@ -124,12 +124,16 @@ impl Links {
     }
 }
 
-/// Builds the fred configuration from the gateway settings; `embedded_port` overrides the
-/// target with the private redis-server.
-pub fn fred_config(config: &Config, embedded_port: Option<u16>) -> Result<FredConfig, Error> {
-    let mut fred = if let Some(port) = embedded_port {
+/// Builds the fred configuration from the gateway settings; `embedded_target` overrides the
+/// target with the private redis-server (its unix socket and password).
+pub fn fred_config(
+    config: &Config,
+    embedded_target: Option<&embedded::EmbeddedTarget>,
+) -> Result<FredConfig, Error> {
+    let mut fred = if let Some(target) = embedded_target {
         FredConfig {
-            server: ServerConfig::new_centralized("127.0.0.1", port),
+            server: ServerConfig::new_unix_socket(target.socket()),
+            password: Some(target.password().to_owned()),
             database: Some(config.redis_db),
             ..FredConfig::default()
         }
