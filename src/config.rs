@@ -99,7 +99,9 @@ pub struct Config {
     pub redis_max_connections: Option<usize>,
 
     /// Number of single-threaded runtimes serving calls, each with its own listener
-    /// (SO_REUSEPORT) and its own Redis connections; 0 means one per CPU core.
+    /// (SO_REUSEPORT) and its own Redis connections; 0 means one per two CPU cores (at least
+    /// one), which leaves room for the kernel's network work and a co-located Redis. Set it to
+    /// the number of cores the gateway has to itself when Redis runs elsewhere.
     #[arg(long, env = "GATEWAY_RUNTIMES", default_value_t = 0)]
     pub runtimes: usize,
 
@@ -236,7 +238,7 @@ impl Config {
         if self.runtimes > 256 {
             return Err(ConfigError::new(
                 "--runtimes / GATEWAY_RUNTIMES",
-                "must be between 0 (one per CPU core) and 256",
+                "must be between 0 (one per two CPU cores) and 256",
             ));
         }
         if self.max_response_bytes < self.max_value_bytes {
@@ -308,10 +310,10 @@ impl Config {
 }
 
 impl Config {
-    /// How many runtimes serve: GATEWAY_RUNTIMES, or one per CPU core.
+    /// How many runtimes serve: GATEWAY_RUNTIMES, or one per two CPU cores (at least one).
     pub fn runtime_count(&self) -> usize {
         match self.runtimes {
-            0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+            0 => std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
             count => count,
         }
     }

@@ -203,12 +203,18 @@ async fn serve_all(
         let seat = ListenerSeat::new(&listener)?;
         let fred_config = fred_config.clone();
         let (done, finished) = tokio::sync::oneshot::channel();
+        let (seated, ready) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gateway-runtime-{index}"))
             .spawn(move || {
-                let _ = done.send(worker.run_on_own_runtime(seat, fred_config));
+                let _ = done.send(worker.run_on_own_runtime(seat, fred_config, seated));
             })?;
-        others.push(finished);
+        others.push((ready, finished));
+    }
+    // Every runtime is connected and listening before the gateway says it serves; one that
+    // failed to start reports why below.
+    for (ready, _) in &mut others {
+        let _ = ready.await;
     }
     tracing::info!(%addr, services = ?SERVICES, "serving gRPC");
     let first = Worker {
@@ -218,7 +224,7 @@ async fn serve_all(
         health_service,
     };
     let mut outcome = first.serve(listener, redis).await;
-    for finished in others {
+    for (_, finished) in others {
         let other = finished.await.unwrap_or_else(|_| {
             Err(ServeError::Runtime(io::Error::other(
                 "a runtime thread panicked",
@@ -258,6 +264,7 @@ impl<H: HealthApi> Worker<H> {
         self,
         seat: ListenerSeat,
         fred_config: FredConfig,
+        seated: tokio::sync::oneshot::Sender<()>,
     ) -> Result<(), ServeError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -270,7 +277,10 @@ impl<H: HealthApi> Worker<H> {
                 () = shutdown.cancelled() => return Ok(()),
             };
             let outcome = match seat.take().and_then(TcpListener::from_std) {
-                Ok(listener) => self.serve(listener, redis.clone()).await,
+                Ok(listener) => {
+                    let _ = seated.send(());
+                    self.serve(listener, redis.clone()).await
+                }
                 Err(err) => Err(err.into()),
             };
             redis.quit().await;

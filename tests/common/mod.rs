@@ -125,6 +125,20 @@ impl RedisServer {
             .id()
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn suspend(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+            .expect("SIGSTOP redis-server");
+    }
+
+    /// Lets a suspended server run again (SIGCONT).
+    pub fn resume(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)
+            .expect("SIGCONT redis-server");
+    }
+
     /// Kills the server (as a crash would) and waits for it to be gone.
     pub fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
@@ -204,19 +218,23 @@ impl Gateway {
             )
             .with_test_writer()
             .try_init();
-        let mut argv = vec![
-            "redis-gateway",
-            "--redis-url",
-            redis_url,
-            "--health-interval",
-            "100ms",
-            "--redis-connect-timeout",
-            "1s",
-        ];
+        let mut argv = vec!["redis-gateway", "--redis-url", redis_url];
+        // Test defaults, unless the test sets them itself.
+        for (flag, value) in [
+            ("--health-interval", "100ms"),
+            ("--redis-connect-timeout", "1s"),
+        ] {
+            if !args.contains(&flag) {
+                argv.extend([flag, value]);
+            }
+        }
         argv.extend_from_slice(args);
         let config = Config::parse_from(argv);
         config.validate().expect("test configuration is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // As the binary does: SO_REUSEPORT, so further runtimes get their own sockets.
+        let listener = server::bind(([127, 0, 0, 1], 0).into())
+            .and_then(tokio::net::TcpListener::from_std)
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::run(config, listener, shutdown.clone()));
@@ -269,6 +287,11 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the server stops by itself and returns what it returned.
+    pub async fn stopped(mut self) -> Result<(), ServeError> {
+        self.task.take().unwrap().await.expect("server task")
     }
 
     /// Shuts down and returns what the server returned.

@@ -9,9 +9,11 @@ mod support;
 
 mod bad_input;
 mod batches;
+mod bounded_responses;
 mod compare_and_swap;
 mod counters;
 mod get_set;
+mod reserved;
 mod scan;
 mod ttl;
 mod wrong_type;

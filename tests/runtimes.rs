@@ -1,0 +1,93 @@
+//! The runtime model: GATEWAY_RUNTIMES single-threaded runtimes, each with its own listener
+//! and its own Redis connections (REDIS_MAX_CONNECTIONS shared out among them), all serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, RedisServer, connect_channel, unique_key};
+use fred::prelude::*;
+use redis_gateway::pb;
+use redis_gateway::pb::key_value_client::KeyValueClient;
+
+/// The Redis connections of clients other than `admin`, as CLIENT LIST lines.
+async fn gateway_connections(admin: &Client) -> Vec<String> {
+    let own: i64 = admin
+        .custom(fred::cmd!("CLIENT"), vec!["ID"])
+        .await
+        .unwrap();
+    let list: String = admin
+        .custom(fred::cmd!("CLIENT"), vec!["LIST"])
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|line| !line.starts_with(&format!("id={own} ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_runtime_has_its_own_connections_and_every_runtime_serves() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    // Health is probed once at start and then rarely, so the probe's PING does not hide
+    // which connections served the Gets below.
+    let gateway = Gateway::start(
+        &redis.url(),
+        &["--runtimes", "3", "--health-interval", "60s"],
+    )
+    .await;
+    let key = unique_key("runtimes");
+    let _: () = admin.set(&key, "v", None, None, false).await.unwrap();
+
+    // Many client connections: the kernel spreads them over the runtimes' listeners.
+    for _ in 0..24 {
+        let channel = connect_channel(gateway.addr, Duration::from_secs(10)).await;
+        let reply = KeyValueClient::new(channel)
+            .get(pb::KeyValueGetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("every runtime serves")
+            .into_inner();
+        assert!(reply.found);
+    }
+    let connections = gateway_connections(&admin).await;
+    assert_eq!(
+        connections.len(),
+        3,
+        "one Redis connection per runtime: {connections:#?}"
+    );
+    let served = connections
+        .iter()
+        .filter(|line| line.contains(" cmd=get "))
+        .count();
+    assert!(
+        served >= 2,
+        "the Gets went through one runtime only: {connections:#?}"
+    );
+    gateway.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn redis_connections_are_shared_out_among_runtimes() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let gateway = Gateway::start(
+        &redis.url(),
+        &["--runtimes", "2", "--redis-max-connections", "6"],
+    )
+    .await;
+    assert_eq!(gateway_connections(&admin).await.len(), 6);
+    gateway.stop().await.expect("clean stop");
+    // The pools close with the gateway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gateway_connections(&admin).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis connections outlived the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
