@@ -351,6 +351,40 @@ pub async fn connect_channel(addr: SocketAddr, within: Duration) -> Channel {
     }
 }
 
+/// Waits until at least `count` clients of the Redis behind `admin` are held (by CLIENT PAUSE)
+/// with `command` (lower case, as CLIENT LIST names it) waiting to run, failing after `within`.
+///
+/// This is how a test knows that a call it started has reached Redis and waits there.
+pub async fn wait_for_held_commands(admin: &Client, command: &str, count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let clients: String = admin
+            .custom(fred::cmd!("CLIENT"), vec!["LIST"])
+            .await
+            .expect("CLIENT LIST");
+        let held = clients
+            .lines()
+            .filter(|client| {
+                let mut fields = client.split_whitespace();
+                let blocked = fields.clone().any(|field| {
+                    field
+                        .strip_prefix("flags=")
+                        .is_some_and(|f| f.contains('b'))
+                });
+                blocked && fields.any(|field| field.strip_prefix("cmd=") == Some(command))
+            })
+            .count();
+        if held >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} of {count} `{command}` commands waiting in Redis after {within:?}:\n{clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A request with a gRPC deadline.
 pub fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
