@@ -99,10 +99,10 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.max_request_bytes);
 
+    tracing::info!(addr = listener.local_addr().ok().map(tracing::field::display), services = ?SERVICES, "serving gRPC");
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    tracing::info!(services = ?SERVICES, "serving gRPC");
     let serve = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
