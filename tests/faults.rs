@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -321,23 +322,80 @@ fn stalled_key() -> String {
     format!("stalled:{}", "x".repeat(1000))
 }
 
-/// Bytes sent to the redis-server on `port` that it has not read yet, summed over its
-/// connections (their receive queues in /proc/net/tcp). While Redis is stopped, what the
-/// gateway sends it piles up there.
-fn unread_by_redis(port: u16) -> usize {
+/// One IPv4 TCP socket, from /proc/net/tcp.
+struct TcpSocket {
+    /// Local address and port, as `/proc` writes them (address in hex).
+    local: (String, u16),
+    /// Remote address and port.
+    remote: (String, u16),
+    /// ESTABLISHED.
+    established: bool,
+    /// Bytes received that its owner has not read yet.
+    unread: usize,
+    /// Its inode, which names it in its owner's /proc/<pid>/fd.
+    inode: u64,
+}
+
+/// The IPv4 TCP sockets of this network namespace.
+fn tcp_sockets() -> Vec<TcpSocket> {
+    fn endpoint(text: &str) -> Option<(String, u16)> {
+        let (address, port) = text.split_once(':')?;
+        Some((address.to_owned(), u16::from_str_radix(port, 16).ok()?))
+    }
     let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
-            // sl local_address rem_address st tx_queue:rx_queue ...
+            // sl local_address rem_address st tx_queue:rx_queue tr tm->when retrnsmt uid
+            // timeout inode ...
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (_, local_port) = fields.get(1)?.split_once(':')?;
-            let established = *fields.get(3)? == "01";
             let (_, unread) = fields.get(4)?.split_once(':')?;
-            let ours = u16::from_str_radix(local_port, 16).ok()? == port && established;
-            ours.then(|| usize::from_str_radix(unread, 16).ok())?
+            Some(TcpSocket {
+                local: endpoint(fields.get(1)?)?,
+                remote: endpoint(fields.get(2)?)?,
+                established: *fields.get(3)? == "01",
+                unread: usize::from_str_radix(unread, 16).ok()?,
+                inode: fields.get(9)?.parse().ok()?,
+            })
         })
+        .collect()
+}
+
+/// Bytes that this process (the in-process gateway) sent to the redis-server on `port` and
+/// that it has not read yet: the receive queues of Redis's ends of our connections. While
+/// Redis is stopped, what the gateway sends it piles up there. Connections of other processes
+/// (a stray client that found the port) do not count.
+fn unread_by_redis(port: u16) -> usize {
+    const LOOPBACK: &str = "0100007F";
+    let ours: HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    let sockets = tcp_sockets();
+    let our_ports: HashSet<u16> = sockets
+        .iter()
+        .filter(|socket| {
+            socket.remote == (LOOPBACK.to_owned(), port) && ours.contains(&socket.inode)
+        })
+        .map(|socket| socket.local.1)
+        .collect();
+    sockets
+        .iter()
+        .filter(|socket| {
+            socket.established
+                && socket.local == (LOOPBACK.to_owned(), port)
+                && socket.remote.0 == LOOPBACK
+                && our_ports.contains(&socket.remote.1)
+        })
+        .map(|socket| socket.unread)
         .sum()
 }
 
