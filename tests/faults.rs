@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Gateway, RedisServer, unique_key, with_deadline};
+use common::{Gateway, RedisServer, unique_key, wait_for_held_commands, with_deadline};
 use fred::prelude::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -155,13 +156,11 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
     let admin = redis.client().await;
     let key = unique_key("counter");
 
-    // Hold writes inside Redis, send the increment, then kill the gateway's connection while
-    // the command waits: fred reconnects, and a replay would apply the increment.
+    // Hold writes inside Redis (until the UNPAUSE below), send the increment, then kill the
+    // gateway's connection while the command waits: fred reconnects, and a replay would apply
+    // the increment.
     let _: () = admin
-        .custom(
-            fred::cmd!("CLIENT"),
-            vec!["PAUSE".to_owned(), "3000".to_owned(), "WRITE".to_owned()],
-        )
+        .custom(fred::cmd!("CLIENT"), vec!["PAUSE", "60000", "WRITE"])
         .await
         .expect("CLIENT PAUSE");
     let increment = tokio::spawn({
@@ -179,7 +178,7 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_held_commands(&admin, "incrby", 1, Duration::from_secs(10)).await;
     let killed: i64 = admin
         .custom(
             fred::cmd!("CLIENT"),
@@ -205,8 +204,26 @@ async fn an_increment_cut_off_by_a_dropped_connection_is_not_replayed() {
         .custom(fred::cmd!("CLIENT"), vec!["UNPAUSE"])
         .await
         .expect("CLIENT UNPAUSE");
-    // Give a replay, if there were one, time to land.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The gateway has one Redis connection, and a replay would be the first command on it
+    // after the reconnect: a read through the gateway that answers comes after any replay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        match kv.get(get(&key)).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "reads did not recover: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(
+        !read.found,
+        "the increment was replayed after the reconnect: {read:?}"
+    );
     let stored: Option<i64> = admin.get(&key).await.unwrap();
     assert_eq!(
         stored, None,
@@ -300,48 +317,149 @@ async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
     assert_eq!(read.value, Bytes::from_static(b"small"));
 }
 
-/// A Get while Redis stalls for 650 ms, with a 400 ms command timeout and a 3 s deadline.
+/// A key as long as the gateway allows (1 KiB), so that each GET of it sent to Redis stands
+/// out from the health probe's PINGs (14 bytes) in the bytes Redis has not read.
+fn stalled_key() -> String {
+    format!("stalled:{}", "x".repeat(1000))
+}
+
+/// One IPv4 TCP socket, from /proc/net/tcp.
+struct TcpSocket {
+    /// Local address and port, as `/proc` writes them (address in hex).
+    local: (String, u16),
+    /// Remote address and port.
+    remote: (String, u16),
+    /// ESTABLISHED.
+    established: bool,
+    /// Bytes received that its owner has not read yet.
+    unread: usize,
+    /// Its inode, which names it in its owner's /proc/<pid>/fd.
+    inode: u64,
+}
+
+/// The IPv4 TCP sockets of this network namespace.
+fn tcp_sockets() -> Vec<TcpSocket> {
+    fn endpoint(text: &str) -> Option<(String, u16)> {
+        let (address, port) = text.split_once(':')?;
+        Some((address.to_owned(), u16::from_str_radix(port, 16).ok()?))
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr tm->when retrnsmt uid
+            // timeout inode ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, unread) = fields.get(4)?.split_once(':')?;
+            Some(TcpSocket {
+                local: endpoint(fields.get(1)?)?,
+                remote: endpoint(fields.get(2)?)?,
+                established: *fields.get(3)? == "01",
+                unread: usize::from_str_radix(unread, 16).ok()?,
+                inode: fields.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Bytes that this process (the in-process gateway) sent to the redis-server on `port` and
+/// that it has not read yet: the receive queues of Redis's ends of our connections. While
+/// Redis is stopped, what the gateway sends it piles up there. Connections of other processes
+/// (a stray client that found the port) do not count.
+fn unread_by_redis(port: u16) -> usize {
+    const LOOPBACK: &str = "0100007F";
+    let ours: HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    let sockets = tcp_sockets();
+    let our_ports: HashSet<u16> = sockets
+        .iter()
+        .filter(|socket| {
+            socket.remote == (LOOPBACK.to_owned(), port) && ours.contains(&socket.inode)
+        })
+        .map(|socket| socket.local.1)
+        .collect();
+    sockets
+        .iter()
+        .filter(|socket| {
+            socket.established
+                && socket.local == (LOOPBACK.to_owned(), port)
+                && socket.remote.0 == LOOPBACK
+                && our_ports.contains(&socket.remote.1)
+        })
+        .map(|socket| socket.unread)
+        .sum()
+}
+
+/// A Get while Redis is stopped (SIGSTOP), with a 1 s command timeout and a 10 s deadline.
+/// Redis resumes once a second attempt (the retry) has reached it, or after the call has
+/// ended. Returns the reply and how many attempts had reached Redis by then.
 async fn get_across_a_stall(
     retry_on_timeout: &str,
-) -> Result<pb::KeyValueGetResponse, tonic::Status> {
+) -> (Result<pb::KeyValueGetResponse, tonic::Status>, usize) {
     let redis = RedisServer::start();
     let gateway = Gateway::start(
         &redis.url(),
         &[
             "--redis-command-timeout",
-            "400ms",
+            "1s",
             "--redis-retry-on-timeout",
             retry_on_timeout,
         ],
     )
     .await;
     let mut kv = gateway.kv().await;
-    kv.set(set("stalled", b"value")).await.expect("set");
+    let key = stalled_key();
+    kv.set(set(&key, b"value")).await.expect("set");
     let pid = Pid::from_raw(redis.pid() as i32);
     kill(pid, Signal::SIGSTOP).expect("pause redis-server");
-    let resume = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(650)).await;
-        kill(pid, Signal::SIGCONT).expect("resume redis-server");
+    let call = tokio::spawn({
+        let mut kv = kv.clone();
+        let key = key.clone();
+        async move {
+            kv.get(with_deadline(get(&key), Duration::from_secs(10)))
+                .await
+                .map(tonic::Response::into_inner)
+        }
     });
-    let reply = kv
-        .get(with_deadline(get("stalled"), Duration::from_secs(3)))
-        .await
-        .map(tonic::Response::into_inner);
-    resume.await.unwrap();
-    reply
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let attempts = loop {
+        let attempts = unread_by_redis(redis.port) / key.len();
+        if attempts >= 2 || call.is_finished() {
+            break attempts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Get neither retried nor ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    kill(pid, Signal::SIGCONT).expect("resume redis-server");
+    (call.await.unwrap(), attempts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_retried_once_after_a_timeout_only_when_configured() {
-    let without_retry = get_across_a_stall("false").await.expect_err("no retry");
+    let (without_retry, attempts) = get_across_a_stall("false").await;
+    let without_retry = without_retry.expect_err("no retry");
     assert_eq!(without_retry.code(), Code::Unavailable, "{without_retry:?}");
     assert!(
         without_retry.message().contains("did not answer within"),
         "{without_retry:?}"
     );
+    assert_eq!(attempts, 1, "GETs sent without retries configured");
 
-    let with_retry = get_across_a_stall("true")
-        .await
-        .expect("the retry lands after Redis resumes");
+    let (with_retry, attempts) = get_across_a_stall("true").await;
+    assert_eq!(attempts, 2, "GETs sent with retries configured");
+    let with_retry = with_retry.expect("the retry lands after Redis resumes");
     assert_eq!(with_retry.value, Bytes::from_static(b"value"));
 }

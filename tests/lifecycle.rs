@@ -3,19 +3,21 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Gateway, RedisServer, free_port, shared_redis, unique_key};
+use common::{Gateway, RedisServer, free_port, shared_redis, unique_key, wait_for_held_commands};
 use fred::prelude::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::mpsc;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -37,6 +39,100 @@ fn spawn_gateway(args: &[&str], envs: &[(&str, &str)]) -> Child {
         command.env(name, value);
     }
     command.spawn().expect("start the gateway binary")
+}
+
+/// A gateway binary started by [`start_gateway_process`].
+struct GatewayProcess {
+    /// The process; killed if dropped.
+    child: Child,
+    /// Where it listens, as its "serving gRPC" log line says.
+    addr: SocketAddr,
+    /// Its stderr: the lines up to "serving gRPC" have been read, none is lost.
+    log: Log,
+}
+
+/// Starts the gateway binary listening on 127.0.0.1:0 with `args` and `envs`, and reads its
+/// log until it says where it serves (so no port is probed and released first).
+async fn start_gateway_process(args: &[&str], envs: &[(&str, &str)]) -> GatewayProcess {
+    let mut argv = vec!["--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let mut child = spawn_gateway(&argv, envs);
+    let mut log = Log::capture(child.stderr.take().expect("stderr is piped"));
+    let line = log.wait_for("serving gRPC", Duration::from_secs(20)).await;
+    let addr = logged_addr(&line).unwrap_or_else(|| panic!("no addr in {line:?}"));
+    GatewayProcess { child, addr, log }
+}
+
+/// The listen address in a "serving gRPC" log line: `addr=127.0.0.1:PORT` in the text format,
+/// `"addr":"127.0.0.1:PORT"` in JSON.
+fn logged_addr(line: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(line);
+    let text = plain
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="));
+    let json = || {
+        let (_, rest) = plain.split_once(r#""addr":""#)?;
+        rest.split('"').next()
+    };
+    text.or_else(json)?.parse().ok()
+}
+
+/// A child's stderr lines, read in the background so the child never blocks on a full pipe.
+struct Log {
+    /// Lines as the reader task reads them; closed at end of file.
+    receiver: mpsc::UnboundedReceiver<String>,
+    /// The lines taken from `receiver` so far.
+    seen: Vec<String>,
+}
+
+impl Log {
+    /// Starts reading `stderr` in a background task.
+    fn capture(stderr: ChildStderr) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            receiver,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `text` (colours aside) and returns that line; fails if
+    /// the log ends or `within` passes first.
+    async fn wait_for(&mut self, text: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.receiver.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no {text:?} in the log within {within:?}: {:#?}", self.seen)
+                })
+                .unwrap_or_else(|| panic!("the log ended without {text:?}: {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if strip_ansi(&line).contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Every line, from the first, once the child has closed stderr (exited); fails if that
+    /// takes longer than `within`.
+    async fn into_lines(mut self, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(line)) => self.seen.push(line),
+                Ok(None) => return self.seen,
+                Err(_) => panic!("the log did not end within {within:?}: {:#?}", self.seen),
+            }
+        }
+    }
 }
 
 /// Connects to a gateway process, retrying while it starts.
@@ -94,20 +190,22 @@ fn sigterm(child: &Child) {
 async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
     let redis = RedisServer::start();
     let admin = redis.client().await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut gateway = spawn_gateway(
+    let mut gateway = start_gateway_process(
+        // One Redis connection per held call, so each shows as blocked in CLIENT LIST.
         &[
-            "--listen",
-            &listen,
             "--redis-url",
             &redis.url(),
             "--drain-timeout",
-            "10s",
+            "30s",
+            "--runtimes",
+            "1",
+            "--redis-max-connections",
+            "5",
         ],
         &[],
-    );
-    let kv = KeyValueClient::new(connect(port).await);
+    )
+    .await;
+    let kv = KeyValueClient::new(connect(gateway.addr.port()).await);
     let key = unique_key("drain");
     kv.clone()
         .set(pb::KeyValueSetRequest {
@@ -118,9 +216,10 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
         .await
         .expect("gateway serves");
 
-    // Hold every Redis command for 1.5 s so the calls below are in flight at SIGTERM.
+    // Hold writes inside Redis until the UNPAUSE below, so the increments are in flight at
+    // SIGTERM. Each goes to its own pooled connection (round robin over 8).
     let _: () = admin
-        .custom(fred::cmd!("CLIENT"), vec!["PAUSE", "1500", "ALL"])
+        .custom(fred::cmd!("CLIENT"), vec!["PAUSE", "60000", "WRITE"])
         .await
         .unwrap();
     let calls: Vec<_> = (0..5)
@@ -137,33 +236,48 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let signalled = Instant::now();
-    sigterm(&gateway);
+    wait_for_held_commands(&admin, "incrby", 5, Duration::from_secs(20)).await;
+    sigterm(&gateway.child);
 
-    // New connections are refused while draining.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while draining: the listener closes soon after the signal,
+    // while the increments are still held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Channel::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "new connections were still accepted 10 s into the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        Channel::from_shared(format!("http://{listen}"))
-            .unwrap()
-            .connect_timeout(Duration::from_millis(500))
-            .connect()
-            .await
-            .is_err(),
-        "a new connection was accepted during the drain"
+        calls.iter().all(|call| !call.is_finished()),
+        "a held call finished before Redis resumed"
+    );
+    assert!(
+        gateway.child.try_wait().unwrap().is_none(),
+        "the gateway exited with calls in flight"
     );
 
+    let _: () = admin
+        .custom(fred::cmd!("CLIENT"), vec!["UNPAUSE"])
+        .await
+        .unwrap();
     for call in calls {
         call.await
             .unwrap()
             .expect("in-flight call completes during the drain");
     }
-    let status = tokio::time::timeout(Duration::from_secs(10), gateway.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), gateway.child.wait())
         .await
-        .expect("the gateway exits within the drain timeout")
+        .expect("the gateway exits once the calls are done")
         .unwrap();
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    assert!(signalled.elapsed() < Duration::from_secs(10));
     let counter: i64 = admin.get(&key).await.unwrap();
     assert_eq!(counter, 5, "every in-flight increment was applied once");
 }
@@ -259,23 +373,20 @@ async fn invalid_configuration_exits_2_naming_the_setting() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_log() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let redis = shared_redis();
     let url = format!("redis://nobody:hunter2-url@127.0.0.1:{}", redis.port);
-    let mut gateway = spawn_gateway(
-        &["--listen", &listen, "--redis-connect-timeout", "300ms"],
+    let mut gateway = start_gateway_process(
+        &["--redis-connect-timeout", "300ms"],
         &[("REDIS_URL", &url), ("REDIS_PASSWORD", "hunter2-env")],
-    );
-    connect(port).await;
-    sigterm(&gateway);
-    let mut stderr = String::new();
-    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        stderr.push_str(&line);
-        stderr.push('\n');
-    }
-    gateway.wait().await.unwrap();
+    )
+    .await;
+    sigterm(&gateway.child);
+    let stderr = gateway
+        .log
+        .into_lines(Duration::from_secs(20))
+        .await
+        .join("\n");
+    gateway.child.wait().await.unwrap();
     assert!(stderr.contains("connecting to Redis"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "a secret was logged: {stderr}");
 }
@@ -790,20 +901,15 @@ async fn health_watchers_see_not_serving_and_do_not_hold_the_drain() {
 
 #[tokio::test]
 async fn json_log_format_writes_one_object_per_line() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut gateway = spawn_gateway(
-        &["--listen", &listen, "--redis-url", &shared_redis().url()],
+    let mut gateway = start_gateway_process(
+        &["--redis-url", &shared_redis().url()],
         &[("GATEWAY_LOG_FORMAT", "json")],
-    );
-    wait_until_serving(connect(port).await).await;
-    sigterm(&gateway);
-    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
-    let mut logged = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        logged.push(line);
-    }
-    gateway.wait().await.unwrap();
+    )
+    .await;
+    wait_until_serving(connect(gateway.addr.port()).await).await;
+    sigterm(&gateway.child);
+    let logged = gateway.log.into_lines(Duration::from_secs(20)).await;
+    gateway.child.wait().await.unwrap();
     assert!(logged.len() >= 3, "{logged:?}");
     for line in &logged {
         assert!(

@@ -26,7 +26,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago: anything may take it before it is used, so a
+/// caller must check who listens there (as [`RedisServer::start`] does) or, better, bind
+/// 127.0.0.1:0 itself.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -56,63 +58,32 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts a private redis-server on a free port and waits until it answers.
+    ///
+    /// The port is probed, then released before redis-server binds it, so another process can
+    /// take it in between: then either redis-server fails to bind and exits, or someone else
+    /// answers. Only a reply naming this child's pid counts; otherwise another port is tried.
     pub fn start() -> Self {
-        let server = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: Mutex::new(None),
-        };
-        server.launch();
-        server
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut failures = Vec::new();
+        for _ in 0..10 {
+            let port = free_port();
+            match spawn_redis_server(port, dir.path()) {
+                Ok(child) => {
+                    return Self {
+                        port,
+                        dir,
+                        child: Mutex::new(Some(child)),
+                    };
+                }
+                Err(failure) => failures.push(format!("port {port}: {failure}")),
+            }
+        }
+        panic!("redis-server did not start on any port: {failures:#?}");
     }
 
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&self) {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe. The server dies with the thread that started it
-        // (at the latest when the test process exits), so no redis-server outlives the tests.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let child = command.spawn().expect(
-            "cannot start redis-server: install it (apt-get install -y redis-server) or run `make test`",
-        );
-        *self.child.lock().unwrap() = Some(child);
-        self.wait_until_answering();
-    }
-
-    fn wait_until_answering(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// The process id of the running server.
@@ -150,7 +121,9 @@ impl RedisServer {
     /// Starts the server again on the same port.
     pub fn restart(&self) {
         self.stop();
-        self.launch();
+        let child = spawn_redis_server(self.port, self.dir.path())
+            .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
+        *self.child.lock().unwrap() = Some(child);
     }
 
     /// A direct fred client to this server, for setting up and checking state.
@@ -166,6 +139,75 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts redis-server on `port` with its files in `dir` and waits until it answers as itself:
+/// `INFO server` must report the child's own pid. On failure the child is gone and the error
+/// says who held the port.
+fn spawn_redis_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe. The server dies with the thread that started it
+    // (at the latest when the test process exits), so no redis-server outlives the tests.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().expect(
+        "cannot start redis-server: install it (apt-get install -y redis-server) or run `make test`",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failure = loop {
+        if let Some(status) = child.try_wait().expect("wait for redis-server") {
+            // Most likely the port was taken and the bind failed.
+            return Err(format!("redis-server exited at start ({status})"));
+        }
+        match server_pid(port) {
+            Some(pid) if pid == child.id() => return Ok(child),
+            Some(pid) => break format!("another redis-server (pid {pid}) answered there"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server on port {port} did not answer within 10 s");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(failure)
+}
+
+/// The `process_id` that the redis-server on `port` reports in `INFO server`, or `None` when
+/// nothing answers there as a ready Redis does (refused, an error reply, not RESP).
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    // A bulk string: `$<length>\r\n<text>\r\n`.
+    let mut reader = BufReader::new(stream);
+    let mut header = String::new();
+    reader.read_line(&mut header).ok()?;
+    let length: usize = header.strip_prefix('$')?.trim_end().parse().ok()?;
+    let mut text = vec![0; length];
+    reader.read_exact(&mut text).ok()?;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The redis-server shared by the tests of one test binary.
@@ -329,6 +371,40 @@ pub async fn connect_channel(addr: SocketAddr, within: Duration) -> Channel {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+/// Waits until at least `count` clients of the Redis behind `admin` are held (by CLIENT PAUSE)
+/// with `command` (lower case, as CLIENT LIST names it) waiting to run, failing after `within`.
+///
+/// This is how a test knows that a call it started has reached Redis and waits there.
+pub async fn wait_for_held_commands(admin: &Client, command: &str, count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let clients: String = admin
+            .custom(fred::cmd!("CLIENT"), vec!["LIST"])
+            .await
+            .expect("CLIENT LIST");
+        let held = clients
+            .lines()
+            .filter(|client| {
+                let mut fields = client.split_whitespace();
+                let blocked = fields.clone().any(|field| {
+                    field
+                        .strip_prefix("flags=")
+                        .is_some_and(|f| f.contains('b'))
+                });
+                blocked && fields.any(|field| field.strip_prefix("cmd=") == Some(command))
+            })
+            .count();
+        if held >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} of {count} `{command}` commands waiting in Redis after {within:?}:\n{clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -6,8 +6,8 @@ use redis_gateway::pb;
 
 use crate::common::unique_key;
 use crate::support::{
-    Kv, assert_expiring, assert_persistent, get, increment_request, millis, secs, set, start,
-    wait_until_gone,
+    ExpiryWatch, Kv, assert_expiring, assert_persistent, get, increment_request, millis, secs, set,
+    start,
 };
 
 /// Increment of `key` by `delta`; the new value.
@@ -85,11 +85,15 @@ async fn increment_with_ttl_sets_ttl_only_when_the_counter_has_none() {
 #[tokio::test]
 async fn increment_window_restarts_after_it_expires() {
     let (_gateway, mut kv) = start().await;
+    let expiry = ExpiryWatch::start().await;
     let key = unique_key("window-exp");
     assert_eq!(increment(&mut kv, &key, 1, millis(300)).await, 1);
-    assert_eq!(increment(&mut kv, &key, 1, millis(300)).await, 2);
-    wait_until_gone(&mut kv, &key, Duration::from_secs(3)).await;
-    assert_eq!(increment(&mut kv, &key, 1, millis(300)).await, 1);
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
+    // Had the window not expired, this would count 2; it starts a new one with a new TTL.
+    assert_eq!(increment(&mut kv, &key, 1, secs(60)).await, 1);
+    assert_expiring(&mut kv, &key, 50_000, 60_000).await;
 }
 
 #[tokio::test]

@@ -285,6 +285,59 @@ pub async fn wait_until_gone(kv: &mut Kv, key: &str, within: Duration) {
     }
 }
 
+/// Expiry notifications from the shared Redis (keyspace events), so that a test can tell a key
+/// that expired by its TTL from one that was never written.
+pub struct ExpiryWatch {
+    /// A client subscribed to `__keyevent@0__:expired`.
+    subscriber: Client,
+    /// The keyspace events it receives.
+    events: tokio::sync::broadcast::Receiver<fred::types::KeyspaceEvent>,
+}
+
+impl ExpiryWatch {
+    /// Turns on expiry notifications and subscribes to them; start it before writing the keys.
+    pub async fn start() -> Self {
+        let subscriber = direct().await;
+        let _: () = subscriber
+            .custom(
+                fred::cmd!("CONFIG"),
+                vec!["SET", "notify-keyspace-events", "Ex"],
+            )
+            .await
+            .unwrap();
+        let events = subscriber.keyspace_event_rx();
+        subscriber
+            .subscribe("__keyevent@0__:expired")
+            .await
+            .unwrap();
+        Self { subscriber, events }
+    }
+
+    /// Polls until every one of `keys` is gone (reading an expired key also deletes it), then
+    /// asserts that Redis reported each of them expired; all within `within`.
+    pub async fn assert_expired(mut self, kv: &mut Kv, keys: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        for key in keys {
+            wait_until_gone(kv, key, deadline.saturating_duration_since(Instant::now())).await;
+        }
+        let mut pending: Vec<&str> = keys.to_vec();
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = tokio::time::timeout(left, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no expiry reported for {pending:?} within {within:?}"));
+            match event {
+                Ok(event) if event.operation == "expired" => {
+                    pending.retain(|key| event.key.as_str() != Some(*key));
+                }
+                Ok(_) => {}
+                Err(err) => panic!("keyspace events lost ({err}) while waiting for {pending:?}"),
+            }
+        }
+        let _ = self.subscriber.quit().await;
+    }
+}
+
 /// After bad inputs: the same gateway still serves a normal Get.
 pub async fn assert_still_serves(kv: &mut Kv) {
     let key = unique_key("ok");

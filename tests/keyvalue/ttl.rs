@@ -1,7 +1,11 @@
 //! TTLs: Expire and its conditions, Persist, GetTtl, Get's refresh_ttl, and TTLs set by
 //! Set, Expire, SetMany and CompareAndSwap really expiring.
+//!
+//! A key checked as still there gets a TTL of a minute, so a slow machine cannot expire it
+//! mid-test; short TTLs are only for keys that must go, and [`ExpiryWatch`] checks that those
+//! existed and expired (rather than were never written).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::prelude::*;
 use redis_gateway::pb;
@@ -11,9 +15,9 @@ use redis_gateway::pb::ttl_status::State;
 
 use crate::common::unique_key;
 use crate::support::{
-    Kv, assert_expiring, assert_expiring_status, assert_persistent, cas_request, create_hash,
-    direct, expire_request, get, get_with, millis, secs, set, set_many, set_with_ttl, start,
-    ttl_of, wait_until_gone,
+    ExpiryWatch, Kv, assert_expiring, assert_expiring_status, assert_persistent, cas_request,
+    create_hash, direct, expire_request, get, get_with, millis, secs, set, set_many, set_with_ttl,
+    start, ttl_of,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -190,23 +194,23 @@ async fn get_refresh_ttl_resets_the_ttl() {
 }
 
 #[tokio::test]
-async fn get_refresh_ttl_keeps_a_key_alive_while_it_is_read() {
+async fn get_refresh_ttl_moves_the_expiry_on_every_read() {
     let (_gateway, mut kv) = start().await;
     let key = unique_key("sliding");
-    set_with_ttl(&mut kv, &key, "v", millis(400)).await;
-    let started = Instant::now();
-    // Read every 150 ms for well past the original TTL.
-    while started.elapsed() < Duration::from_millis(900) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let got = get_with(&mut kv, &key, false, millis(400)).await;
-        assert!(
-            got.found,
-            "expired after {:?} despite refreshes",
-            started.elapsed()
-        );
-    }
-    // Once the reads stop, it expires.
-    wait_until_gone(&mut kv, &key, Duration::from_secs(3)).await;
+    set_with_ttl(&mut kv, &key, "v", secs(60)).await;
+    // Each read sets the TTL to refresh_ttl from now, whether longer or shorter than before.
+    assert!(get_with(&mut kv, &key, false, secs(120)).await.found);
+    assert_expiring(&mut kv, &key, 110_000, 120_000).await;
+    assert!(get_with(&mut kv, &key, false, secs(90)).await.found);
+    assert_expiring(&mut kv, &key, 80_000, 90_000).await;
+    // Once the reads stop, the last refresh_ttl runs out.
+    let expiry = ExpiryWatch::start().await;
+    let got = get_with(&mut kv, &key, false, millis(300)).await;
+    assert!(got.found);
+    assert_eq!(got.value, "v");
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]
@@ -225,24 +229,34 @@ async fn get_refresh_ttl_does_not_create_a_missing_key() {
 #[tokio::test]
 async fn set_ttl_really_expires() {
     let (_gateway, mut kv) = start().await;
+    let lasting = unique_key("expires-lasting");
+    set_with_ttl(&mut kv, &lasting, "long-lived", secs(60)).await;
+    assert_eq!(get(&mut kv, &lasting).await.value, "long-lived");
+    assert_expiring(&mut kv, &lasting, 50_000, 60_000).await;
+
+    let expiry = ExpiryWatch::start().await;
     let key = unique_key("expires");
-    set_with_ttl(&mut kv, &key, "short-lived", millis(400)).await;
-    assert!(get(&mut kv, &key).await.found);
-    wait_until_gone(&mut kv, &key, Duration::from_secs(3)).await;
+    set_with_ttl(&mut kv, &key, "short-lived", millis(300)).await;
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
     assert_eq!(ttl_of(&mut kv, &key).await, (State::Missing, None));
 }
 
 #[tokio::test]
 async fn sub_millisecond_ttl_rounds_up_instead_of_being_rejected() {
     let (_gateway, mut kv) = start().await;
+    let expiry = ExpiryWatch::start().await;
     let key = unique_key("round-up");
     let one_nanosecond = Some(prost_types::Duration {
         seconds: 0,
         nanos: 1,
     });
     set_with_ttl(&mut kv, &key, "v", one_nanosecond).await;
-    // It became a 1 ms TTL, not "no TTL": the key goes away.
-    wait_until_gone(&mut kv, &key, Duration::from_secs(2)).await;
+    // It became a 1 ms TTL, not "no TTL": the key was written and expired.
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
 
     let key = unique_key("round-up-expire");
     set(&mut kv, &key, "v").await;
@@ -257,37 +271,59 @@ async fn sub_millisecond_ttl_rounds_up_instead_of_being_rejected() {
 #[tokio::test]
 async fn expire_really_expires() {
     let (_gateway, mut kv) = start().await;
+    let expiry = ExpiryWatch::start().await;
     let key = unique_key("expire-expires");
     set(&mut kv, &key, "v").await;
     assert!(expire(&mut kv, &key, millis(300), Condition::Always).await);
-    assert!(get(&mut kv, &key).await.found);
-    wait_until_gone(&mut kv, &key, Duration::from_secs(3)).await;
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]
 async fn set_many_ttl_really_expires() {
     let (_gateway, mut kv) = start().await;
-    let keys = [unique_key("many-exp"), unique_key("many-exp")];
-    let reply = set_many(&mut kv, &keys, "v", millis(400), false).await;
-    assert!(reply.applied);
-    for key in &keys {
+    let lasting = [unique_key("many-lasting"), unique_key("many-lasting")];
+    assert!(
+        set_many(&mut kv, &lasting, "v", secs(60), false)
+            .await
+            .applied
+    );
+    for key in &lasting {
         assert!(get(&mut kv, key).await.found);
+        assert_expiring(&mut kv, key, 50_000, 60_000).await;
     }
-    for key in &keys {
-        wait_until_gone(&mut kv, key, Duration::from_secs(3)).await;
-    }
+
+    let expiry = ExpiryWatch::start().await;
+    let keys = [unique_key("many-exp"), unique_key("many-exp")];
+    assert!(
+        set_many(&mut kv, &keys, "v", millis(300), false)
+            .await
+            .applied
+    );
+    expiry
+        .assert_expired(&mut kv, &[&keys[0], &keys[1]], Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]
 async fn compare_and_swap_ttl_really_expires() {
     let (_gateway, mut kv) = start().await;
-    let key = unique_key("cas-exp");
-    let request = pb::KeyValueCompareAndSwapRequest {
-        ttl: millis(400),
-        ..cas_request(&key, Expectation::ExpectAbsent(true), "v")
+    let swap = |key: &str, ttl| pb::KeyValueCompareAndSwapRequest {
+        ttl,
+        ..cas_request(key, Expectation::ExpectAbsent(true), "v")
     };
-    let reply = kv.compare_and_swap(request).await.unwrap().into_inner();
-    assert!(reply.swapped);
-    assert!(get(&mut kv, &key).await.found);
-    wait_until_gone(&mut kv, &key, Duration::from_secs(3)).await;
+    let lasting = unique_key("cas-lasting");
+    let reply = kv.compare_and_swap(swap(&lasting, secs(60))).await.unwrap();
+    assert!(reply.into_inner().swapped);
+    assert!(get(&mut kv, &lasting).await.found);
+    assert_expiring(&mut kv, &lasting, 50_000, 60_000).await;
+
+    let expiry = ExpiryWatch::start().await;
+    let key = unique_key("cas-exp");
+    let reply = kv.compare_and_swap(swap(&key, millis(300))).await.unwrap();
+    assert!(reply.into_inner().swapped);
+    expiry
+        .assert_expired(&mut kv, &[&key], Duration::from_secs(10))
+        .await;
 }
