@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -323,83 +322,6 @@ fn stalled_key() -> String {
     format!("stalled:{}", "x".repeat(1000))
 }
 
-/// One IPv4 TCP socket, from /proc/net/tcp.
-struct TcpSocket {
-    /// Local address and port, as `/proc` writes them (address in hex).
-    local: (String, u16),
-    /// Remote address and port.
-    remote: (String, u16),
-    /// ESTABLISHED.
-    established: bool,
-    /// Bytes received that its owner has not read yet.
-    unread: usize,
-    /// Its inode, which names it in its owner's /proc/<pid>/fd.
-    inode: u64,
-}
-
-/// The IPv4 TCP sockets of this network namespace.
-fn tcp_sockets() -> Vec<TcpSocket> {
-    fn endpoint(text: &str) -> Option<(String, u16)> {
-        let (address, port) = text.split_once(':')?;
-        Some((address.to_owned(), u16::from_str_radix(port, 16).ok()?))
-    }
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            // sl local_address rem_address st tx_queue:rx_queue tr tm->when retrnsmt uid
-            // timeout inode ...
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (_, unread) = fields.get(4)?.split_once(':')?;
-            Some(TcpSocket {
-                local: endpoint(fields.get(1)?)?,
-                remote: endpoint(fields.get(2)?)?,
-                established: *fields.get(3)? == "01",
-                unread: usize::from_str_radix(unread, 16).ok()?,
-                inode: fields.get(9)?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// Bytes that this process (the in-process gateway) sent to the redis-server on `port` and
-/// that it has not read yet: the receive queues of Redis's ends of our connections. While
-/// Redis is stopped, what the gateway sends it piles up there. Connections of other processes
-/// (a stray client that found the port) do not count.
-fn unread_by_redis(port: u16) -> usize {
-    const LOOPBACK: &str = "0100007F";
-    let ours: HashSet<u64> = std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .filter_map(|entry| {
-            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
-            let inode = target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?;
-            inode.parse().ok()
-        })
-        .collect();
-    let sockets = tcp_sockets();
-    let our_ports: HashSet<u16> = sockets
-        .iter()
-        .filter(|socket| {
-            socket.remote == (LOOPBACK.to_owned(), port) && ours.contains(&socket.inode)
-        })
-        .map(|socket| socket.local.1)
-        .collect();
-    sockets
-        .iter()
-        .filter(|socket| {
-            socket.established
-                && socket.local == (LOOPBACK.to_owned(), port)
-                && socket.remote.0 == LOOPBACK
-                && our_ports.contains(&socket.remote.1)
-        })
-        .map(|socket| socket.unread)
-        .sum()
-}
-
 /// A Get while Redis is stopped (SIGSTOP), with a 1 s command timeout and a 10 s deadline.
 /// Redis resumes once a second attempt (the retry) has reached it, or after the call has
 /// ended. Returns the reply and how many attempts had reached Redis by then.
@@ -433,7 +355,7 @@ async fn get_across_a_stall(
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let attempts = loop {
-        let attempts = unread_by_redis(redis.port) / key.len();
+        let attempts = common::unread_by_redis(redis.port, std::process::id()) / key.len();
         if attempts >= 2 || call.is_finished() {
             break attempts;
         }

@@ -187,6 +187,66 @@ fn sigterm(child: &Child) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_without_waiting_for_the_drain() {
+    let redis = RedisServer::start();
+    let mut gateway = start_gateway_process(
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--drain-timeout",
+            "60s",
+            "--redis-command-timeout",
+            "60s",
+        ],
+        &[],
+    )
+    .await;
+    let mut kv = KeyValueClient::new(connect(gateway.addr.port()).await);
+    let key = unique_key("second-signal");
+    kv.get(pb::KeyValueGetRequest {
+        key: key.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("the gateway serves");
+
+    // A call held in a stopped Redis keeps the drain waiting (its timeouts are a minute).
+    redis.suspend();
+    let held = tokio::spawn(async move {
+        kv.get(pb::KeyValueGetRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+    });
+    let gateway_pid = gateway.child.id().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::unread_by_redis(redis.port, gateway_pid) == 0 {
+        assert!(Instant::now() < deadline, "the call never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    sigterm(&gateway.child);
+    let drained_early =
+        tokio::time::timeout(Duration::from_millis(500), gateway.child.wait()).await;
+    assert!(
+        drained_early.is_err(),
+        "the drain did not wait for the held call"
+    );
+    let second = Instant::now();
+    let pid = Pid::from_raw(gateway_pid as i32);
+    kill(pid, Signal::SIGINT).expect("send SIGINT");
+    let status = tokio::time::timeout(Duration::from_secs(5), gateway.child.wait())
+        .await
+        .expect("the second signal ends the process at once")
+        .unwrap();
+    assert!(second.elapsed() < Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    redis.resume();
+    let _ = held.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_calls_finish_then_exits_zero() {
     let redis = RedisServer::start();
     let admin = redis.client().await;

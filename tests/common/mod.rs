@@ -7,6 +7,7 @@
 //! - [`Gateway::start`]: the gateway over a given Redis URL.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -421,4 +422,82 @@ pub fn duration(timeout: Duration) -> prost_types::Duration {
         seconds: timeout.as_secs() as i64,
         nanos: timeout.subsec_nanos() as i32,
     }
+}
+
+/// One IPv4 TCP socket, from /proc/net/tcp.
+pub struct TcpSocket {
+    /// Local address and port, as `/proc` writes them (address in hex).
+    local: (String, u16),
+    /// Remote address and port.
+    remote: (String, u16),
+    /// ESTABLISHED.
+    established: bool,
+    /// Bytes received that its owner has not read yet.
+    unread: usize,
+    /// Its inode, which names it in its owner's /proc/<pid>/fd.
+    inode: u64,
+}
+
+/// The IPv4 TCP sockets of this network namespace.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    fn endpoint(text: &str) -> Option<(String, u16)> {
+        let (address, port) = text.split_once(':')?;
+        Some((address.to_owned(), u16::from_str_radix(port, 16).ok()?))
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr tm->when retrnsmt uid
+            // timeout inode ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, unread) = fields.get(4)?.split_once(':')?;
+            Some(TcpSocket {
+                local: endpoint(fields.get(1)?)?,
+                remote: endpoint(fields.get(2)?)?,
+                established: *fields.get(3)? == "01",
+                unread: usize::from_str_radix(unread, 16).ok()?,
+                inode: fields.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Bytes that process `pid` (this test process for an in-process gateway, or a gateway
+/// binary) sent to the redis-server on `port` and that Redis has not read yet: the receive
+/// queues of Redis's ends of its connections. While Redis is stopped, what the gateway sends it
+/// piles up there. Connections of other processes (a stray client that found the port) do not
+/// count.
+pub fn unread_by_redis(port: u16, pid: u32) -> usize {
+    const LOOPBACK: &str = "0100007F";
+    let ours: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    let sockets = tcp_sockets();
+    let our_ports: HashSet<u16> = sockets
+        .iter()
+        .filter(|socket| {
+            socket.remote == (LOOPBACK.to_owned(), port) && ours.contains(&socket.inode)
+        })
+        .map(|socket| socket.local.1)
+        .collect();
+    sockets
+        .iter()
+        .filter(|socket| {
+            socket.established
+                && socket.local == (LOOPBACK.to_owned(), port)
+                && socket.remote.0 == LOOPBACK
+                && our_ports.contains(&socket.remote.1)
+        })
+        .map(|socket| socket.unread)
+        .sum()
 }
