@@ -2,7 +2,7 @@
 //! services, health and reflection, the background Redis probe, and graceful shutdown.
 //!
 //! Runtime model (see the crate docs for the measurements behind it): `GATEWAY_RUNTIMES`
-//! single-threaded tokio runtimes, one per CPU core by default. [`run`] serves on the runtime
+//! single-threaded tokio runtimes, one per two CPU cores by default. [`run`] serves on the runtime
 //! it is called on; each further runtime runs on its own thread with its own listener on the
 //! same address (SO_REUSEPORT, so the kernel spreads connections) and its own Redis pool. They
 //! share only [`Shared`] (limits, shutdown, tasks, counters) and the health status.
