@@ -23,9 +23,9 @@ pub struct Scan<T> {
     redis: Redis,
     /// The call's deadline and namespace.
     call: Call,
-    /// The command and the arguments that come before the cursor (HSCAN's key).
+    /// The command: SCAN, or HSCAN for a hash.
     command: &'static str,
-    /// Arguments before the cursor.
+    /// Arguments before the cursor: none for SCAN, the key for HSCAN.
     leading: Vec<Value>,
     /// Arguments after the cursor: MATCH, COUNT and filters.
     trailing: Vec<Value>,
@@ -125,14 +125,20 @@ impl<T> Scan<T> {
         args.push(Value::Bytes(cursor));
         args.extend(self.trailing.iter().cloned());
         let command = self.command;
+        // SCAN names no key; HSCAN's key (the first leading argument) picks the node.
+        let route = if self.leading.is_empty() {
+            ClusterHash::Random
+        } else {
+            ClusterHash::FirstKey
+        };
         let reply = self
             .redis
             .run(&self.call, Idempotency::Idempotent, |client| {
-                let args = args.clone();
+                let (args, route) = (args.clone(), route.clone());
                 async move {
                     client
                         .custom::<Value, Value>(
-                            CustomCommand::new_static(command, ClusterHash::FirstKey, false),
+                            CustomCommand::new_static(command, route, false),
                             args,
                         )
                         .await

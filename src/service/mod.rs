@@ -11,7 +11,7 @@ mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,25 +49,13 @@ impl Shared {
     }
 }
 
-/// The gateway's own counters.
-#[derive(Debug)]
+/// The gateway's own counters (Monitor.GetGatewayStats will report them).
+#[derive(Debug, Default)]
 pub struct Stats {
-    /// When the process started serving.
-    pub started_at: Instant,
     /// Server streams open now.
     pub open_streams: AtomicU64,
     /// Server streams opened since start.
     pub streams_opened: AtomicU64,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            started_at: Instant::now(),
-            open_streams: AtomicU64::new(0),
-            streams_opened: AtomicU64::new(0),
-        }
-    }
 }
 
 /// What a service needs: this runtime's Redis pool and the process-wide [`Shared`] state.
