@@ -152,18 +152,8 @@ pub async fn run(
         connections_per_runtime = connections,
         "connecting to Redis"
     );
-    let redis = tokio::select! {
-        redis = Redis::connect(&config, fred_config.clone(), connections) => redis?,
-        () = shutdown.cancelled() => {
-            if let Some(embedded) = embedded {
-                embedded.stop().await;
-            }
-            return Ok(());
-        }
-    };
-    let outcome = serve_all(&config, listener, &shutdown, redis.clone(), fred_config).await;
+    let outcome = serve_all(&config, listener, &shutdown, fred_config).await;
     shutdown.cancel();
-    redis.quit().await;
     if let Some(embedded) = embedded {
         embedded.stop().await;
     }
@@ -171,13 +161,12 @@ pub async fn run(
     outcome
 }
 
-/// Everything between connecting and closing the first pool: the probe, the runtimes and
-/// their drain.
+/// Starts the further runtimes, connects this runtime's pool (all connect at once), probes
+/// Redis, serves, and drains.
 async fn serve_all(
     config: &Config,
     listener: TcpListener,
     shutdown: &CancellationToken,
-    redis: Redis,
     fred_config: FredConfig,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
@@ -185,12 +174,6 @@ async fn serve_all(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
     health.set_all(ServingStatus::NotServing).await;
-    let probe = shared.tasks.spawn(probe_redis(
-        redis.clone(),
-        health.clone(),
-        config.health_interval,
-        shutdown.clone(),
-    ));
 
     let mut others = Vec::new();
     for index in 1..config.runtime_count() {
@@ -211,6 +194,27 @@ async fn serve_all(
             })?;
         others.push((ready, finished));
     }
+    let connected = tokio::select! {
+        redis = Redis::connect(config, fred_config, config.connections_per_runtime()) => redis,
+        () = shutdown.cancelled() => Err(Error::ShuttingDown),
+    };
+    let redis = match connected {
+        Ok(redis) => redis,
+        Err(err) => {
+            shutdown.cancel();
+            join(others).await?;
+            return match err {
+                Error::ShuttingDown => Ok(()),
+                err => Err(err.into()),
+            };
+        }
+    };
+    let probe = shared.tasks.spawn(probe_redis(
+        redis.clone(),
+        health.clone(),
+        config.health_interval,
+        shutdown.clone(),
+    ));
     // Every runtime is connected and listening before the gateway says it serves; one that
     // failed to start reports why below.
     for (ready, _) in &mut others {
@@ -223,24 +227,38 @@ async fn serve_all(
         health,
         health_service,
     };
-    let mut outcome = first.serve(listener, redis).await;
-    for (_, finished) in others {
-        let other = finished.await.unwrap_or_else(|_| {
-            Err(ServeError::Runtime(io::Error::other(
-                "a runtime thread panicked",
-            )))
-        });
-        outcome = outcome.and(other);
-    }
+    let mut outcome = first.serve(listener, redis.clone()).await;
+    outcome = outcome.and(join(others).await);
     shutdown.cancel();
     if let Ok(Err(err)) = probe.await {
         outcome = Err(err);
     }
+    redis.quit().await;
     tracing::debug!(
         streams_opened = shared.stats.streams_opened.load(Ordering::Relaxed),
         streams_open = shared.stats.open_streams.load(Ordering::Relaxed),
         "runtimes stopped"
     );
+    outcome
+}
+
+/// A further runtime: whether it has taken its seat on the address, and how it ended.
+type Started = (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Receiver<Result<(), ServeError>>,
+);
+
+/// Waits until every further runtime has ended; the first failure wins.
+async fn join(runtimes: Vec<Started>) -> Result<(), ServeError> {
+    let mut outcome = Ok(());
+    for (_, finished) in runtimes {
+        let ended = finished.await.unwrap_or_else(|_| {
+            Err(ServeError::Runtime(io::Error::other(
+                "a runtime thread panicked",
+            )))
+        });
+        outcome = outcome.and(ended);
+    }
     outcome
 }
 

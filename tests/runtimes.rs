@@ -91,3 +91,32 @@ async fn redis_connections_are_shared_out_among_runtimes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtimes_connect_at_once_when_redis_is_down_at_start() {
+    // A port nobody listens on: every runtime waits its whole connect timeout (2 s).
+    let redis = RedisServer::start();
+    let url = redis.url();
+    redis.stop();
+    let started = std::time::Instant::now();
+    let gateway = Gateway::start_unchecked(
+        &url,
+        &["--runtimes", "3", "--redis-connect-timeout", "2s"],
+    )
+    .await;
+    let channel = connect_channel(gateway.addr, Duration::from_secs(20)).await;
+    let status = KeyValueClient::new(channel)
+        .get(pb::KeyValueGetRequest {
+            key: unique_key("down"),
+            ..Default::default()
+        })
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // One connect timeout, not one after another (that would be 4 s or more).
+    assert!(
+        started.elapsed() < Duration::from_millis(3800),
+        "serving took {:?}",
+        started.elapsed()
+    );
+}
