@@ -99,11 +99,8 @@ async fn runtimes_connect_at_once_when_redis_is_down_at_start() {
     let url = redis.url();
     redis.stop();
     let started = std::time::Instant::now();
-    let gateway = Gateway::start_unchecked(
-        &url,
-        &["--runtimes", "3", "--redis-connect-timeout", "2s"],
-    )
-    .await;
+    let gateway =
+        Gateway::start_unchecked(&url, &["--runtimes", "3", "--redis-connect-timeout", "2s"]).await;
     let channel = connect_channel(gateway.addr, Duration::from_secs(20)).await;
     let status = KeyValueClient::new(channel)
         .get(pb::KeyValueGetRequest {
