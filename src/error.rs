@@ -85,6 +85,11 @@ impl Error {
         }
     }
 
+    /// A FAILED_PRECONDITION caused by the stored data, naming the request `field` it concerns.
+    pub fn stored_state(field: &str, reason: &str) -> Self {
+        Self::FailedPrecondition(format!("{field}: {reason}"))
+    }
+
     /// Redis is known to be unreachable and nothing was sent.
     pub fn redis_unreachable() -> Self {
         Self::Unavailable {
@@ -210,21 +215,32 @@ impl Error {
                     outcome_unknown: false,
                 }
             }
-            _ if details.contains("value is not an integer or out of range") => Self::invalid(
+            // Raised by our own Lua scripts: `GWSTATE <field> <reason>` (the stored data does
+            // not allow the operation).
+            "GWSTATE" => {
+                let (field, reason) = rest.split_once(' ').unwrap_or((rest, "is unusable"));
+                Self::stored_state(field, strip_script_location(reason))
+            }
+            // What is stored, not what was sent, makes these fail: FAILED_PRECONDITION, with
+            // the message naming the request field the stored value or amount belongs to.
+            _ if details.contains("value is not an integer or out of range") => Self::stored_state(
                 operands.stored,
-                "the stored value is not an integer, or the result is out of the 64-bit range",
+                "the stored value is not an integer, or the result is out of the 64-bit range; \
+                 nothing was changed",
             ),
-            _ if details.contains("increment or decrement would overflow") => Self::invalid(
+            _ if details.contains("increment or decrement would overflow") => Self::stored_state(
                 operands.delta,
                 "the result would overflow a signed 64-bit integer; nothing was changed",
             ),
-            _ if details.contains("hash value is not an integer") => {
-                Self::invalid(operands.stored, "the stored hash field is not an integer")
-            }
-            _ if details.contains("value is not a valid float") => {
-                Self::invalid(operands.stored, "the stored value is not a number")
-            }
-            _ if details.contains("would produce NaN or Infinity") => Self::invalid(
+            _ if details.contains("hash value is not an integer") => Self::stored_state(
+                operands.stored,
+                "the stored hash field is not an integer; nothing was changed",
+            ),
+            _ if details.contains("value is not a valid float") => Self::stored_state(
+                operands.stored,
+                "the stored value is not a number; nothing was changed",
+            ),
+            _ if details.contains("would produce NaN or Infinity") => Self::stored_state(
                 operands.delta,
                 "the result would be NaN or infinite; nothing was changed",
             ),
@@ -332,7 +348,7 @@ mod tests {
         assert!(crossslot.message().contains("hash tag"));
         assert_eq!(
             reply("ERR value is not an integer or out of range").code(),
-            Code::InvalidArgument
+            Code::FailedPrecondition
         );
         let internal = reply("ERR something nobody expected");
         assert_eq!(internal.code(), Code::Internal);
@@ -380,7 +396,7 @@ mod tests {
             Idempotency::AtMostOnce,
             hash,
         );
-        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(
             status.message().starts_with("field: "),
             "{}",

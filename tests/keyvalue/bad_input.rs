@@ -222,19 +222,28 @@ async fn non_finite_increment_float_delta_is_an_invalid_argument() {
     }
     assert_eq!(get(&mut kv, &key).await.value, "1.5");
     // A stored value that is not a number names the key.
-    assert_invalid(kv.increment_float(request(&text, 1.0)).await, "key");
+    assert_status(
+        kv.increment_float(request(&text, 1.0)).await,
+        Code::FailedPrecondition,
+        "key",
+    );
     assert_eq!(get(&mut kv, &text).await.value, "abc");
     assert_still_serves(&mut kv).await;
 }
 
 #[tokio::test]
-async fn increment_of_non_integer_value_is_an_invalid_argument() {
+async fn increment_of_non_integer_value_is_a_failed_precondition() {
     let (_gateway, mut kv) = start().await;
     for stored in ["abc", "1.5", "", "007", " 5", "99999999999999999999"] {
         for ttl in [None, secs(60)] {
             let key = unique_key("incr-text");
             set(&mut kv, &key, stored).await;
-            assert_invalid(kv.increment(increment_request(&key, 1, ttl)).await, "key");
+            let increment = increment_request(&key, 1, ttl);
+            assert_status(
+                kv.increment(increment).await,
+                Code::FailedPrecondition,
+                "key",
+            );
             assert_eq!(get(&mut kv, &key).await.value, stored);
             assert_persistent(&mut kv, &key).await;
         }
@@ -243,7 +252,7 @@ async fn increment_of_non_integer_value_is_an_invalid_argument() {
 }
 
 #[tokio::test]
-async fn increment_overflow_is_an_invalid_argument_and_changes_nothing() {
+async fn increment_overflow_is_a_failed_precondition_and_changes_nothing() {
     let (_gateway, mut kv) = start().await;
     let cases = [(i64::MAX, 1), (i64::MIN, -1), (1, i64::MAX), (-2, i64::MIN)];
     for (start_value, delta) in cases {
@@ -251,7 +260,11 @@ async fn increment_overflow_is_an_invalid_argument_and_changes_nothing() {
             let key = unique_key("incr-overflow");
             set(&mut kv, &key, &start_value.to_string()).await;
             let increment = increment_request(&key, delta, ttl);
-            assert_invalid(kv.increment(increment).await, "delta");
+            assert_status(
+                kv.increment(increment).await,
+                Code::FailedPrecondition,
+                "delta",
+            );
             let stored = direct().await.get::<Option<String>, _>(&key).await.unwrap();
             assert_eq!(stored, Some(start_value.to_string()));
             assert_persistent(&mut kv, &key).await;

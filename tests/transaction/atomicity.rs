@@ -61,7 +61,7 @@ async fn transaction_type_clash_is_failed_precondition_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn transaction_incrby_overflow_in_a_later_op_is_invalid_argument_and_changes_nothing() {
+async fn transaction_incrby_overflow_in_a_later_op_is_a_failed_precondition_and_changes_nothing() {
     let (_gateway, mut kv) = start().await;
     let client = direct().await;
     let written = unique_key("tx-of-written");
@@ -71,16 +71,16 @@ async fn transaction_incrby_overflow_in_a_later_op_is_invalid_argument_and_chang
     put_string(&client, &max, &i64::MAX.to_string()).await;
     put_string(&client, &min, &i64::MIN.to_string()).await;
     put_hash(&client, &hash, &[("f", &i64::MAX.to_string())]).await;
-    let invalid = Code::InvalidArgument;
+    let refused = Code::FailedPrecondition;
 
     let ops = vec![set(&written, "x"), incrby(&max, -1), incrby(&max, 2)];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[2].incrby.delta").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[2].incrby.delta").await;
 
     let ops = vec![set(&written, "x"), incrby(&min, -1)];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby.delta").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[1].incrby.delta").await;
 
     let ops = vec![set(&written, "x"), hincrby(&hash, "f", 1)];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[1].hincrby.delta").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[1].hincrby.delta").await;
 
     // Two increments that overflow only together.
     let ops = vec![
@@ -88,11 +88,11 @@ async fn transaction_incrby_overflow_in_a_later_op_is_invalid_argument_and_chang
         incrby(&written, i64::MAX),
         incrby(&written, 1),
     ];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[2].incrby.delta").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[2].incrby.delta").await;
 
     let fresh = unique_key("tx-of-fresh");
     let ops = vec![incrby(&fresh, i64::MAX), incrby(&fresh, 1)];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby.delta").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[1].incrby.delta").await;
 
     assert_eq!(client.exists::<i64, _>(&written).await.unwrap(), 0);
     assert_eq!(client.exists::<i64, _>(&fresh).await.unwrap(), 0);
@@ -105,12 +105,12 @@ async fn transaction_incrby_overflow_in_a_later_op_is_invalid_argument_and_chang
 }
 
 #[tokio::test]
-async fn transaction_incrby_of_non_integer_is_invalid_argument_and_changes_nothing() {
+async fn transaction_incrby_of_non_integer_is_a_failed_precondition_and_changes_nothing() {
     let (_gateway, mut kv) = start().await;
     let client = direct().await;
     let written = unique_key("tx-ni-written");
     let hash = unique_key("tx-ni-hash");
-    let invalid = Code::InvalidArgument;
+    let refused = Code::FailedPrecondition;
     // Redis accepts only canonical integers: no leading zeros, no "-0", no spaces or "+".
     for stored in [
         "abc",
@@ -125,9 +125,9 @@ async fn transaction_incrby_of_non_integer_is_invalid_argument_and_changes_nothi
         let counter = unique_key("tx-ni");
         put_counter_and_field(&client, &counter, &hash, stored).await;
         let ops = vec![set(&written, "x"), incrby(&counter, 1)];
-        assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby").await;
+        assert_ops_fail(&mut kv, ops, refused, "ops[1].incrby").await;
         let ops = vec![set(&written, "x"), hincrby(&hash, "f", 1)];
-        assert_ops_fail(&mut kv, ops, invalid, "ops[1].hincrby").await;
+        assert_ops_fail(&mut kv, ops, refused, "ops[1].hincrby").await;
         assert_eq!(
             client.exists::<i64, _>(&written).await.unwrap(),
             0,
@@ -139,6 +139,6 @@ async fn transaction_incrby_of_non_integer_is_invalid_argument_and_changes_nothi
     }
     // A value set earlier in the same transaction is checked too.
     let ops = vec![set(&written, "007"), incrby(&written, 1)];
-    assert_ops_fail(&mut kv, ops, invalid, "ops[1].incrby").await;
+    assert_ops_fail(&mut kv, ops, refused, "ops[1].incrby").await;
     assert_eq!(client.exists::<i64, _>(&written).await.unwrap(), 0);
 }

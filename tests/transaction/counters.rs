@@ -118,7 +118,7 @@ async fn transaction_incrby_matches_checked_64_bit_addition() {
                 assert_eq!(string_of(&client, &counter).await, Some(sum.to_string()));
             }
             None => {
-                assert_status(reply, Code::InvalidArgument, "ops[0].incrby.delta");
+                assert_status(reply, Code::FailedPrecondition, "ops[0].incrby.delta");
                 assert_eq!(
                     string_of(&client, &counter).await,
                     Some(start_value.to_string())

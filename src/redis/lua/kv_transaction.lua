@@ -10,7 +10,8 @@
 --     set: value, ttl ms or ''   | delete: -         | expire: ttl ms | incrby: delta
 --     hset: n, field, value, ... | hdel: n, field... | hincrby: field, delta
 -- Returns {0, failed guard index (from 0)} or {1, {result strings, one per op}}.
--- Errors: 'GWARG <field> <reason>' (bad input) and 'GWTYPE <reason>' (type clash).
+-- Errors: 'GWARG <field> <reason>' (bad input), 'GWSTATE <field> <reason>' (a stored value
+-- that does not allow the operation) and 'GWTYPE <reason>' (type clash).
 
 local pos = 1
 local function take()
@@ -192,11 +193,11 @@ end
 -- the error to raise.
 local function add_checked(current, delta, label)
   if not is_int(current) then
-    return nil, 'GWARG ' .. label .. ' the stored value is not an integer'
+    return nil, 'GWSTATE ' .. label .. ' the stored value is not an integer'
   end
   local result = add(current, delta)
   if compare(result, INT64_MAX) > 0 or compare(result, INT64_MIN) < 0 then
-    return nil, 'GWARG ' .. label .. '.delta the result would overflow a signed 64-bit integer'
+    return nil, 'GWSTATE ' .. label .. '.delta the result would overflow a signed 64-bit integer'
   end
   return result
 end
