@@ -31,9 +31,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The data in Redis does not allow the operation (e.g. a hash where a string is needed).
+    /// The data in Redis does not allow the operation (e.g. a non-integer counter).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The key holds another Redis type than the operation works on (WRONGTYPE).
+    #[error("WRONGTYPE: the key holds {}", actual.as_deref().unwrap_or("another Redis type"))]
+    WrongType {
+        /// The type the operation works on, when the Redis layer knows it.
+        expected: Option<&'static str>,
+        /// The type the key holds (`TYPE`), when it could be read.
+        actual: Option<String>,
+    },
     /// Redis refused for lack of resources (maxmemory reached), or the reply would exceed the
     /// response limit.
     #[error("{0}")]
@@ -168,9 +176,10 @@ impl Error {
             outcome_unknown: false,
         };
         Some(match prefix {
-            "WRONGTYPE" => Self::FailedPrecondition(
-                "WRONGTYPE: the key holds a Redis type this operation cannot work on".into(),
-            ),
+            "WRONGTYPE" => Self::WrongType {
+                expected: None,
+                actual: None,
+            },
             "OOM" => Self::ResourceExhausted(
                 "Redis is out of memory (maxmemory reached); the write was rejected".into(),
             ),
@@ -269,6 +278,19 @@ impl From<Error> for Status {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
+            Error::WrongType { expected, actual } => {
+                Status::failed_precondition(match (expected, actual) {
+                    (Some(expected), Some(actual)) => format!(
+                        "WRONGTYPE: the key holds a {actual}; this operation works on a {expected}"
+                    ),
+                    (Some(expected), None) => format!(
+                        "WRONGTYPE: the key holds another Redis type; this operation works on a \
+                         {expected}"
+                    ),
+                    _ => "WRONGTYPE: the key holds a Redis type this operation cannot work on"
+                        .to_owned(),
+                })
+            }
             Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable {

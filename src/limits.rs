@@ -122,6 +122,22 @@ impl Limits {
         Ok(())
     }
 
+    /// A streamed page size: `requested`, or `default` (capped by the batch limit) when 0; over
+    /// `max_batch_items` is INVALID_ARGUMENT.
+    pub fn page_size(&self, field: &str, requested: u32, default: usize) -> Result<usize, Error> {
+        match requested as usize {
+            0 => Ok(default.min(self.max_batch_items)),
+            size if size > self.max_batch_items => Err(Error::invalid(
+                field,
+                format!(
+                    "is {size}; the limit is {} (GATEWAY_MAX_BATCH_ITEMS)",
+                    self.max_batch_items
+                ),
+            )),
+            size => Ok(size),
+        }
+    }
+
     /// A reply of `rpc` carrying `bytes` of values must fit `max_response_bytes`; over it,
     /// RESOURCE_EXHAUSTED says what to use `instead`.
     pub fn response(&self, rpc: &str, bytes: usize, instead: &str) -> Result<(), Error> {

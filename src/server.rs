@@ -34,10 +34,12 @@ use crate::config::{Config, redact_url};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::pb;
+use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
+use crate::service::hash::HashService;
 use crate::service::kv::KeyValueService;
 use crate::service::{Context, Shared};
 
@@ -86,7 +88,10 @@ impl ServeError {
 }
 
 /// The gRPC services this build registers; health reports each of them.
-const SERVICES: &[&str] = &[KeyValueServer::<KeyValueService>::NAME];
+const SERVICES: &[&str] = &[
+    KeyValueServer::<KeyValueService>::NAME,
+    HashServer::<HashService>::NAME,
+];
 
 /// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -310,12 +315,17 @@ impl<H: HealthApi> Worker<H> {
     async fn serve(self, listener: TcpListener, redis: Redis) -> Result<(), ServeError> {
         let shared = self.shared.clone();
         let shutdown = shared.shutdown.clone();
-        let keyvalue =
-            KeyValueServer::new(KeyValueService::new(Context::new(redis, shared.clone())))
-                .max_decoding_message_size(self.config.max_request_bytes)
-                .max_encoding_message_size(
-                    self.config.max_response_bytes + RESPONSE_FRAMING_ALLOWANCE,
-                );
+        let context = Context::new(redis, shared.clone());
+        let (max_request, max_response) = (
+            self.config.max_request_bytes,
+            self.config.max_response_bytes + RESPONSE_FRAMING_ALLOWANCE,
+        );
+        let keyvalue = KeyValueServer::new(KeyValueService::new(context.clone()))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        let hash = HashServer::new(HashService::new(context))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
@@ -329,6 +339,7 @@ impl<H: HealthApi> Worker<H> {
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(keyvalue)
+            .add_service(hash)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
                 async move {

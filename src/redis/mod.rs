@@ -5,8 +5,8 @@
 //!   fails fast with UNAVAILABLE when no connection is up, and classifies errors.
 //! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
 //! - Typed operations, one module per data type, each a set of `impl Redis` methods that take
-//!   a [`Call`] and plain values: [`strings`] (KeyValue), [`transaction`] (KeyValue's
-//!   guarded transactions), [`scan`] (cursor scans, streamed in pages).
+//!   a [`Call`] and plain values: [`strings`] (KeyValue), [`hashes`] (Hash), [`transaction`]
+//!   (KeyValue's guarded transactions), [`scan`] (cursor scans, streamed in pages).
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
@@ -15,6 +15,7 @@
 
 pub mod call;
 pub mod embedded;
+pub mod hashes;
 pub mod keys;
 pub mod scan;
 pub mod scripts;
@@ -345,6 +346,33 @@ impl Redis {
             }
         })
         .await
+    }
+
+    /// On WRONGTYPE, asks Redis what `key` holds, so the status can say it ("the key holds a
+    /// list; this operation works on a hash"). The extra round trip is paid on that error only.
+    pub(crate) async fn name_wrong_type<T>(
+        &self,
+        call: &Call,
+        key: &Key,
+        expected: &'static str,
+        result: Result<T, Error>,
+    ) -> Result<T, Error> {
+        match result {
+            Err(Error::WrongType { .. }) => {
+                let actual = self
+                    .run(call, Idempotency::Idempotent, |client| {
+                        let key = key.clone();
+                        async move { client.r#type::<String, _>(key).await }
+                    })
+                    .await
+                    .ok();
+                Err(Error::WrongType {
+                    expected: Some(expected),
+                    actual,
+                })
+            }
+            other => other,
+        }
     }
 
     /// Sends PING and measures the round trip; used by the health probe.

@@ -1,4 +1,4 @@
-//! Cursor scans (SCAN now, HSCAN for Hash.Scan): one paging routine that runs the cursor to
+//! Cursor scans (SCAN for KeyValue.Scan, HSCAN for Hash.Scan): one paging routine that runs the cursor to
 //! its end and hands out full pages of plain items. The caller decides what a page becomes
 //! (a gRPC message) and where it goes.
 
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
+use super::hashes::collect_field_pairs;
 use super::{Call, Redis, reply_array};
 use crate::error::{Error, Idempotency};
 
@@ -59,6 +60,28 @@ impl Scan<String> {
             trailing,
             page_size,
             collect: collect_keys,
+        }
+    }
+}
+
+impl Scan<(String, Bytes)> {
+    /// HSCAN over hash `name`: fields matching `pattern`, with their values.
+    pub fn hash_fields(
+        redis: Redis,
+        call: Call,
+        name: String,
+        pattern: &str,
+        page_size: usize,
+    ) -> Self {
+        let key = call.namespace.key(name);
+        Self {
+            redis,
+            trailing: match_and_count(pattern.to_owned(), page_size),
+            call,
+            command: "HSCAN",
+            leading: vec![Value::from(key)],
+            page_size,
+            collect: |_, raw, into| collect_field_pairs(raw, into),
         }
     }
 }

@@ -51,3 +51,7 @@ pub static KV_COMPARE_AND_SWAP: LazyLock<Script> =
 /// KeyValue.Transaction: guards, validation against a shadow of the touched keys, then writes.
 pub static KV_TRANSACTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/kv_transaction.lua")));
+
+/// Hash.Set with a TTL: HSET and PEXPIRE in one step.
+pub static HASH_SET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/hash_set.lua")));

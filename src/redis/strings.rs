@@ -14,6 +14,9 @@ use super::scripts::{KV_COMPARE_AND_SWAP, KV_GET, KV_INCREMENT, KV_SET_MANY};
 use super::{Call, Redis, reply_array, reply_bytes, reply_i64};
 use crate::error::{Error, Idempotency};
 
+/// What these operations expect a key to hold, for WRONGTYPE messages.
+const STRING: &str = "string";
+
 /// A key's time to live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TtlState {
@@ -118,8 +121,8 @@ impl Redis {
                 let key = key.clone();
                 async move { client.get::<Value, _>(key).await }
             })
-            .await?;
-        reply_bytes(reply)
+            .await;
+        reply_bytes(self.name_wrong_type(call, &key, STRING, reply).await?)
     }
 
     /// GET that may also refresh the TTL (`refresh_ms`) and read it (`include_ttl`), in one
@@ -136,15 +139,17 @@ impl Redis {
         } else {
             Idempotency::Idempotent
         };
+        let key = call.namespace.key(key);
         let reply = self
             .eval(
                 call,
                 idempotency,
                 &KV_GET,
-                vec![call.namespace.key(key)],
+                vec![key.clone()],
                 vec![ttl_arg(refresh_ms), flag(include_ttl)],
             )
-            .await?;
+            .await;
+        let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         let mut parts = reply_array(reply)?.into_iter();
         let value = reply_bytes(parts.next().unwrap_or(Value::Null))?;
         let ttl = if include_ttl {
@@ -187,7 +192,8 @@ impl Redis {
                         .await
                 }
             })
-            .await?;
+            .await;
+        let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         if !return_previous {
             return Ok(SetOutcome {
                 applied: !reply.is_null(),
@@ -324,7 +330,7 @@ impl Redis {
         ttl_ms: Option<u64>,
     ) -> Result<i64, Error> {
         let key = call.namespace.key(key);
-        match ttl_ms {
+        let value = match ttl_ms {
             None => {
                 self.run(call, Idempotency::AtMostOnce, |client| {
                     let key = key.clone();
@@ -332,17 +338,18 @@ impl Redis {
                 })
                 .await
             }
-            Some(ms) => reply_i64(
-                self.eval(
+            Some(ms) => self
+                .eval(
                     call,
                     Idempotency::AtMostOnce,
                     &KV_INCREMENT,
-                    vec![key],
+                    vec![key.clone()],
                     vec![Value::from(delta.to_string()), Value::from(ms.to_string())],
                 )
-                .await?,
-            ),
-        }
+                .await
+                .and_then(reply_i64),
+        };
+        self.name_wrong_type(call, &key, STRING, value).await
     }
 
     /// INCRBYFLOAT.
@@ -353,11 +360,13 @@ impl Redis {
         delta: f64,
     ) -> Result<f64, Error> {
         let key = call.namespace.key(key);
-        self.run(call, Idempotency::AtMostOnce, |client| {
-            let key = key.clone();
-            async move { client.incr_by_float::<f64, _>(key, delta).await }
-        })
-        .await
+        let value = self
+            .run(call, Idempotency::AtMostOnce, |client| {
+                let key = key.clone();
+                async move { client.incr_by_float::<f64, _>(key, delta).await }
+            })
+            .await;
+        self.name_wrong_type(call, &key, STRING, value).await
     }
 
     /// Writes `value` only when the key holds what `expected` says, atomically.
@@ -378,12 +387,13 @@ impl Redis {
             TtlChange::Keep => (None, true),
             TtlChange::Millis(ms) => (Some(ms), false),
         };
+        let key = call.namespace.key(key);
         let reply = self
             .eval(
                 call,
                 Idempotency::AtMostOnce,
                 &KV_COMPARE_AND_SWAP,
-                vec![call.namespace.key(key)],
+                vec![key.clone()],
                 vec![
                     Value::from(mode),
                     expected,
@@ -392,7 +402,8 @@ impl Redis {
                     flag(keep_ttl),
                 ],
             )
-            .await?;
+            .await;
+        let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         let mut parts = reply_array(reply)?.into_iter();
         let swapped = parts.next().map(reply_i64).transpose()? == Some(1);
         let current = if swapped {

@@ -18,7 +18,7 @@ use crate::redis::scan::Scan;
 use crate::redis::strings::{Expectation, TtlChange};
 
 /// Keys per Scan page when the request leaves `page_size` at 0.
-const DEFAULT_PAGE_SIZE: u32 = 100;
+const DEFAULT_PAGE_SIZE: usize = 100;
 /// Redis types a Scan may filter on.
 const SCAN_TYPES: &[&str] = &["string", "hash", "list", "set", "zset", "stream"];
 
@@ -327,20 +327,7 @@ impl KeyValue for KeyValueService {
             )
             .into());
         }
-        let page_size = match request.page_size as usize {
-            0 => (DEFAULT_PAGE_SIZE as usize).min(limits.max_batch_items),
-            size if size > limits.max_batch_items => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!(
-                        "is {size}; the limit is {} (GATEWAY_MAX_BATCH_ITEMS)",
-                        limits.max_batch_items
-                    ),
-                )
-                .into());
-            }
-            size => size,
-        };
+        let page_size = limits.page_size("page_size", request.page_size, DEFAULT_PAGE_SIZE)?;
         let key_type = match request.r#type.as_str() {
             "" => None,
             name if SCAN_TYPES.contains(&name) => Some(request.r#type.clone()),

@@ -5,6 +5,7 @@
 //! map the result back to the response message. Server streams go through
 //! [`Context::stream`]. Status decisions live in [`crate::error`].
 
+pub mod hash;
 pub mod kv;
 mod kv_convert;
 mod stream;
