@@ -47,10 +47,7 @@ async fn grpcurl_lists_only_the_registered_services_through_reflection() {
             "{expected} missing from {listed:?}"
         );
     }
-    for unbuilt in [
-        "redisgateway.v1.Lock",
-        "redisgateway.v1.Session",
-    ] {
+    for unbuilt in ["redisgateway.v1.Lock", "redisgateway.v1.Session"] {
         assert!(
             !listed.contains(&unbuilt),
             "{unbuilt} is listed but not served"

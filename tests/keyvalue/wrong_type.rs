@@ -35,16 +35,22 @@ async fn assert_hash_unchanged(hash: &str) {
 }
 
 #[tokio::test]
-async fn get_of_hash_or_list_is_failed_precondition() {
+async fn get_of_hash_or_list_is_failed_precondition_naming_the_type() {
     let (_gateway, mut kv) = start().await;
-    for key in hash_and_list().await {
+    for (key, actual) in hash_and_list().await.into_iter().zip(["hash", "list"]) {
         for (include_ttl, refresh_ttl) in [(false, None), (true, None), (false, secs(60))] {
             let request = pb::KeyValueGetRequest {
                 key: key.clone(),
                 include_ttl,
                 refresh_ttl,
             };
-            assert_failed_precondition(kv.get(request).await);
+            let status = assert_code(kv.get(request).await, Code::FailedPrecondition);
+            assert!(
+                status.message().contains(&format!("holds a {actual}"))
+                    && status.message().contains("works on a string"),
+                "{}",
+                status.message()
+            );
         }
         assert_persistent(&mut kv, &key).await;
     }
