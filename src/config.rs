@@ -162,6 +162,16 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_TTL", default_value = "365d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// A session's default idle timeout (Session.Create without `idle_timeout`): it expires
+    /// this long after its last access.
+    #[arg(long, env = "GATEWAY_SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+
+    /// A session's default absolute timeout (Session.Create without `absolute_timeout`): it
+    /// ends this long after creation however active it is. Unset: no cap.
+    #[arg(long, env = "GATEWAY_SESSION_ABSOLUTE_TIMEOUT", value_parser = parse_duration)]
+    pub session_absolute_timeout: Option<Duration>,
+
     /// How often the background probe pings Redis to drive the health status.
     #[arg(long, env = "GATEWAY_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub health_interval: Duration,
@@ -266,6 +276,26 @@ impl Config {
                 self.drain_timeout,
             ),
         ];
+        let session_timeouts = [
+            (
+                "--session-idle-timeout / GATEWAY_SESSION_IDLE_TIMEOUT",
+                Some(self.session_idle_timeout),
+            ),
+            (
+                "--session-absolute-timeout / GATEWAY_SESSION_ABSOLUTE_TIMEOUT",
+                self.session_absolute_timeout,
+            ),
+        ];
+        for (setting, value) in session_timeouts {
+            if let Some(value) = value
+                && (value.is_zero() || value > self.max_ttl)
+            {
+                return Err(ConfigError::new(
+                    setting,
+                    "must be greater than zero and at most GATEWAY_MAX_TTL",
+                ));
+            }
+        }
         for (setting, value) in positive_durations {
             if value.is_zero() {
                 return Err(ConfigError::new(setting, "must be greater than zero"));
@@ -354,6 +384,8 @@ impl std::fmt::Debug for Config {
             .field("max_batch_items", &self.max_batch_items)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_absolute_timeout", &self.session_absolute_timeout)
             .field("health_interval", &self.health_interval)
             .field("drain_timeout", &self.drain_timeout)
             .field("log_format", &self.log_format)

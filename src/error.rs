@@ -46,6 +46,9 @@ pub enum Error {
     /// response limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The thing the call names does not exist (e.g. an unknown or expired session).
+    #[error("{0}")]
+    NotFound(String),
     /// The gateway's Redis user lacks an ACL permission the call needs.
     #[error("{0}")]
     PermissionDenied(String),
@@ -293,6 +296,7 @@ impl From<Error> for Status {
             }
             Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::NotFound(message) => Status::not_found(message),
             Error::Unavailable {
                 message,
                 outcome_unknown,

@@ -32,15 +32,16 @@ use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, redact_url};
 use crate::error::Error;
-use crate::limits::Limits;
 use crate::pb;
 use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
+use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
 use crate::service::hash::HashService;
 use crate::service::kv::KeyValueService;
+use crate::service::session::SessionService;
 use crate::service::{Context, Shared};
 
 /// Room for message framing on top of the response limit's value bytes (keys, lengths,
@@ -91,6 +92,7 @@ impl ServeError {
 const SERVICES: &[&str] = &[
     KeyValueServer::<KeyValueService>::NAME,
     HashServer::<HashService>::NAME,
+    SessionServer::<SessionService>::NAME,
 ];
 
 /// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
@@ -175,7 +177,7 @@ async fn serve_all(
     fred_config: FredConfig,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(Limits::from(config), shutdown.clone()));
+    let shared = Arc::new(Shared::new(config, shutdown.clone()));
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
     health.set_all(ServingStatus::NotServing).await;
@@ -323,7 +325,10 @@ impl<H: HealthApi> Worker<H> {
         let keyvalue = KeyValueServer::new(KeyValueService::new(context.clone()))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        let hash = HashServer::new(HashService::new(context))
+        let hash = HashServer::new(HashService::new(context.clone()))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        let session = SessionServer::new(SessionService::new(context))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
         let incoming = TcpIncoming::from(listener)
@@ -340,6 +345,7 @@ impl<H: HealthApi> Worker<H> {
             .add_service(reflection().build_v1alpha()?)
             .add_service(keyvalue)
             .add_service(hash)
+            .add_service(session)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
                 async move {

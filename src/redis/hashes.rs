@@ -128,19 +128,7 @@ impl Redis {
         name: String,
     ) -> Result<Vec<(String, Bytes)>, Error> {
         let key = call.namespace.key(name);
-        let reply = self
-            .run(call, Idempotency::Idempotent, |client| {
-                let key = key.clone();
-                async move {
-                    client
-                        .custom::<Value, Value>(
-                            CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false),
-                            vec![Value::from(key)],
-                        )
-                        .await
-                }
-            })
-            .await;
+        let reply = self.hgetall_pairs(call, &key).await;
         let mut fields = Vec::new();
         collect_field_pairs(
             reply_array(self.name_wrong_type(call, &key, HASH, reply).await?)?,
@@ -229,6 +217,25 @@ impl Redis {
             })
             .await;
         self.name_wrong_type(call, &key, HASH, value).await
+    }
+}
+
+impl Redis {
+    /// HGETALL as the flat `field, value, ...` array Redis sends (fred's typed `hgetall`
+    /// would fold it into a map).
+    pub(super) async fn hgetall_pairs(&self, call: &Call, key: &Key) -> Result<Value, Error> {
+        self.run(call, Idempotency::Idempotent, |client| {
+            let key = key.clone();
+            async move {
+                client
+                    .custom::<Value, Value>(
+                        CustomCommand::new_static("HGETALL", ClusterHash::FirstKey, false),
+                        vec![Value::from(key)],
+                    )
+                    .await
+            }
+        })
+        .await
     }
 }
 

@@ -13,7 +13,8 @@
 //! # Cluster hash tags
 //! Keys one Lua script touches together must share a hash slot. The internal keys of one lock
 //! (the lock itself and its fence counter) share the tag `{<hash of the lock name>}`; a session's
-//! key and its user's index share `{<hash of the user id>}`. The tag is a hash, never the name
+//! key and its bucket's index share `{<4 hex digits of the hash of the user id>}`, which also
+//! begins the session id. The tag is a hash, never the name
 //! itself, so a name that contains `{` or starts with `}` cannot change which part of the key
 //! Redis hashes. The namespace prefix is validated to hold no braces (it precedes the tag).
 
@@ -123,17 +124,43 @@ impl Namespace {
         self.internal("fence", &hash_tag(name), name)
     }
 
-    /// The key holding session `session_id` of user `user_id`. The Session service mints ids
-    /// that begin with their user's [`hash_tag`], so a call that names only the id still finds
-    /// the slot.
-    pub fn session_key(&self, user_id: &str, session_id: &str) -> Key {
-        self.internal("session", &hash_tag(user_id), session_id)
+    /// The key holding session `session_id`, whose first four characters are its user's
+    /// [`session_tag`].
+    pub fn session_key(&self, session_id: &str) -> Key {
+        Key::from(format!(
+            "{}{session_id}",
+            self.session_key_prefix(session_tag_of(session_id))
+        ))
     }
 
-    /// The index of user `user_id`'s sessions; same slot as that user's session keys.
-    pub fn user_sessions_key(&self, user_id: &str) -> Key {
-        self.internal("user-sessions", &hash_tag(user_id), user_id)
+    /// What every session key of bucket `tag` starts with (the id follows).
+    pub fn session_key_prefix(&self, tag: &str) -> String {
+        format!("{}{INTERNAL_PREFIX}session:{{{tag}}}:", self.prefix())
     }
+
+    /// The index of the sessions of every user whose [`session_tag`] is `tag`: a sorted set of
+    /// `<user id>\n<session id>` by expiry. Same slot as those sessions.
+    pub fn session_bucket(&self, tag: &str) -> Key {
+        Key::from(format!(
+            "{}{INTERNAL_PREFIX}sessions:{{{tag}}}",
+            self.prefix()
+        ))
+    }
+}
+
+/// The cluster hash tag shared by a user's sessions and their index: 4 hex digits of the SHA1
+/// of the user id. Session ids begin with it, so a call that names only the id finds the slot.
+/// It reveals nothing a bearer of the id cannot read anyway (Get returns the user id), and
+/// with 65,536 tags shared by many users it does not single a user out.
+pub fn session_tag(user_id: &str) -> String {
+    let mut digest = fred::util::sha1_hash(user_id);
+    digest.truncate(4);
+    digest
+}
+
+/// The tag a well-formed session id begins with.
+pub fn session_tag_of(session_id: &str) -> &str {
+    session_id.get(..4).unwrap_or(session_id)
 }
 
 /// A cluster hash tag for `name`: 16 hex digits of its SHA1, so any name (with braces or not)
@@ -201,11 +228,18 @@ mod tests {
     #[test]
     fn a_session_shares_its_users_slot() {
         let ns = Namespace::new("t1:");
-        let session = ns.session_key("user-7", "abc");
-        let index = ns.user_sessions_key("user-7");
-        let tag = format!("{{{}}}", hash_tag("user-7"));
-        assert!(session.as_str().unwrap().contains(&tag));
-        assert!(index.as_str().unwrap().contains(&tag));
+        let tag = session_tag("user-7");
+        assert_eq!(tag.len(), 4);
+        let id = format!("{tag}{}", "A".repeat(32));
+        let session = ns.session_key(&id);
+        let bucket = ns.session_bucket(&tag);
+        let braced = format!("{{{tag}}}");
+        assert!(session.as_str().unwrap().contains(&braced));
+        assert!(bucket.as_str().unwrap().contains(&braced));
         assert!(session.as_str().unwrap().starts_with("t1:__gw:session:"));
+        assert_eq!(
+            session.as_str().unwrap(),
+            format!("{}{id}", ns.session_key_prefix(&tag))
+        );
     }
 }

@@ -5,8 +5,9 @@
 //!   fails fast with UNAVAILABLE when no connection is up, and classifies errors.
 //! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
 //! - Typed operations, one module per data type, each a set of `impl Redis` methods that take
-//!   a [`Call`] and plain values: [`strings`] (KeyValue), [`hashes`] (Hash), [`transaction`]
-//!   (KeyValue's guarded transactions), [`scan`] (cursor scans, streamed in pages).
+//!   a [`Call`] and plain values: [`strings`] (KeyValue), [`hashes`] (Hash), [`sessions`]
+//!   (Session), [`transaction`] (KeyValue's guarded transactions), [`scan`] (cursor scans,
+//!   streamed in pages).
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod scan;
 pub mod scripts;
 pub mod server_info;
+pub mod sessions;
 pub mod strings;
 pub mod transaction;
 

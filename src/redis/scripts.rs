@@ -55,3 +55,7 @@ pub static KV_TRANSACTION: LazyLock<Script> =
 /// Hash.Set with a TTL: HSET and PEXPIRE in one step.
 pub static HASH_SET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/hash_set.lua")));
+
+/// Every Session operation (see the script's header for the storage layout).
+pub static SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/session.lua")));

@@ -8,6 +8,7 @@
 pub mod hash;
 pub mod kv;
 mod kv_convert;
+pub mod session;
 mod stream;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
+use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::{Call, Namespace, Redis};
@@ -36,16 +38,31 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Counters for the gateway's own statistics.
     pub stats: Stats,
+    /// Session timeouts when a Create does not choose them.
+    pub session_defaults: SessionDefaults,
+}
+
+/// Session timeouts when a Create does not choose them.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionDefaults {
+    /// Idle timeout (GATEWAY_SESSION_IDLE_TIMEOUT).
+    pub idle: Duration,
+    /// Absolute timeout, if any (GATEWAY_SESSION_ABSOLUTE_TIMEOUT).
+    pub absolute: Option<Duration>,
 }
 
 impl Shared {
-    /// Shared state with `limits`, ending its work when `shutdown` is cancelled.
-    pub fn new(limits: Limits, shutdown: CancellationToken) -> Self {
+    /// Shared state from the settings, ending its work when `shutdown` is cancelled.
+    pub fn new(config: &Config, shutdown: CancellationToken) -> Self {
         Self {
-            limits,
+            limits: Limits::from(config),
             shutdown,
             tasks: TaskTracker::new(),
             stats: Stats::default(),
+            session_defaults: SessionDefaults {
+                idle: config.session_idle_timeout,
+                absolute: config.session_absolute_timeout,
+            },
         }
     }
 }
