@@ -598,3 +598,16 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         "user_id",
     );
 }
+
+#[tokio::test]
+async fn health_reports_the_hash_and_session_services() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (gateway, _) = start().await;
+    for service in ["redisgateway.v1.Hash", "redisgateway.v1.Session"] {
+        assert_eq!(
+            gateway.health_status(service).await,
+            ServingStatus::Serving,
+            "{service}"
+        );
+    }
+}
