@@ -79,8 +79,11 @@ class Stubs:
         self.hash_pb = importlib.import_module("redisgateway.v1.hash_pb2")
         kv_grpc = importlib.import_module("redisgateway.v1.keyvalue_pb2_grpc")
         hash_grpc = importlib.import_module("redisgateway.v1.hash_pb2_grpc")
+        self.session_pb = importlib.import_module("redisgateway.v1.session_pb2")
+        session_grpc = importlib.import_module("redisgateway.v1.session_pb2_grpc")
         self.kv = kv_grpc.KeyValueStub(channel)
         self.hash = hash_grpc.HashStub(channel)
+        self.session = session_grpc.SessionStub(channel)
 
     def ttl_of(self, key):
         """KeyValue.GetTtl of `key` (a string key or a hash's name)."""
@@ -238,6 +241,57 @@ def hash_wrong_type(stubs):
     return f"Hash.Get on a string -> FAILED_PRECONDITION {details!r}"
 
 
+def session_login_flow(stubs):
+    """The helper's session flow: create with a sliding 30-minute TTL, read with a touch,
+    update, with optimistic concurrency; the id is random, not `session_{user}_{time}`."""
+    sessions, pb = stubs.session, stubs.session_pb
+    user = unique("user")
+    created = sessions.Create(
+        pb.SessionCreateRequest(user_id=user, data={"role": "viewer"},
+                                idle_timeout=duration(30 * 60)),
+        timeout=TIMEOUT_S)
+    assert created.version == 1, f"Create: {created}"
+    assert len(created.session_id) == 36 and user not in created.session_id, created.session_id
+    idle_ms = created.expires_at.ToMilliseconds() - created.created_at.ToMilliseconds()
+    assert idle_ms == 30 * 60 * 1000, f"idle expiry {idle_ms} ms"
+    read = sessions.Get(pb.SessionGetRequest(session_id=created.session_id, touch=True),
+                        timeout=TIMEOUT_S)
+    assert read.user_id == user and dict(read.data) == {"role": "viewer"}, f"Get: {read}"
+    updated = sessions.Update(
+        pb.SessionUpdateRequest(session_id=created.session_id, set={"role": "admin"},
+                                expected_version=1),
+        timeout=TIMEOUT_S)
+    assert updated.version == 2 and updated.data["role"] == "admin", f"Update: {updated}"
+    details = expect_error(
+        grpc.StatusCode.FAILED_PRECONDITION, sessions.Update,
+        pb.SessionUpdateRequest(session_id=created.session_id, set={"role": "root"},
+                                expected_version=1))
+    assert details.startswith("expected_version:"), details
+    return f"create/get/update, version {updated.version}, stale update refused"
+
+
+def session_rotate_and_revoke(stubs):
+    """Rotate after login kills the old id; DeleteByUser logs the user out everywhere."""
+    sessions, pb = stubs.session, stubs.session_pb
+    user = unique("user")
+    first = sessions.Create(pb.SessionCreateRequest(user_id=user), timeout=TIMEOUT_S)
+    second = sessions.Create(pb.SessionCreateRequest(user_id=user), timeout=TIMEOUT_S)
+    rotated = sessions.Rotate(pb.SessionRotateRequest(session_id=first.session_id),
+                              timeout=TIMEOUT_S)
+    assert rotated.session_id != first.session_id, "Rotate kept the id"
+    expect_error(grpc.StatusCode.NOT_FOUND, sessions.Get,
+                 pb.SessionGetRequest(session_id=first.session_id))
+    listed = sessions.ListByUser(pb.SessionListByUserRequest(user_id=user), timeout=TIMEOUT_S)
+    ids = sorted(session.session_id for session in listed.sessions)
+    assert ids == sorted([rotated.session_id, second.session_id]), f"ListByUser: {ids}"
+    revoked = sessions.DeleteByUser(pb.SessionDeleteByUserRequest(user_id=user),
+                                    timeout=TIMEOUT_S)
+    assert revoked.deleted == 2, f"DeleteByUser: {revoked}"
+    expect_error(grpc.StatusCode.NOT_FOUND, sessions.Get,
+                 pb.SessionGetRequest(session_id=second.session_id))
+    return "rotate killed the old id, 2 sessions listed and revoked"
+
+
 # The flows, in the order they run. Each takes the Stubs and returns a one-line summary.
 KEYVALUE_FLOWS = [
     kv_task_result_cache,
@@ -252,10 +306,10 @@ HASH_FLOWS = [
     hash_counters_and_order,
     hash_wrong_type,
 ]
-# SESSION FLOWS GO HERE. The helper's sessions (a sliding 30-minute TTL) are checked once the
-# Session service is registered in the gateway: add a `session_pb2_grpc.SessionStub` to Stubs
-# and list the flow functions below. Until then the Session stubs are generated, never called.
-SESSION_FLOWS = []
+SESSION_FLOWS = [
+    session_login_flow,
+    session_rotate_and_revoke,
+]
 
 FLOWS = (
     [("KeyValue", flow) for flow in KEYVALUE_FLOWS]
