@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Gateway, duration, shared_redis, start_with, unique_key};
+use common::{Gateway, assert_status, duration, shared_redis, start_with, unique_key};
 use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::hash_client::HashClient;
@@ -68,22 +68,6 @@ async fn get_all(hashes: &mut Hashes, name: &str) -> HashMap<String, Bytes> {
         name: name.to_owned(),
     };
     hashes.get_all(request).await.unwrap().into_inner().fields
-}
-
-/// Asserts that `result` failed with `code` and a message starting with `{field}:`.
-#[track_caller]
-fn assert_status<T: std::fmt::Debug>(
-    result: Result<tonic::Response<T>, tonic::Status>,
-    code: Code,
-    field: &str,
-) {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "message {:?} should name `{field}`",
-        status.message()
-    );
 }
 
 #[tokio::test]

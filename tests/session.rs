@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, duration, shared_redis, start_with, unique_key};
+use common::{Gateway, assert_status, duration, shared_redis, start_with, unique_key};
 use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::session_client::SessionClient;
@@ -98,17 +98,6 @@ async fn wait_until_gone(sessions: &mut Sessions, id: &str, within: Duration) {
             }
         }
     }
-}
-
-#[track_caller]
-fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, field: &str) {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "message {:?} should name `{field}`",
-        status.message()
-    );
 }
 
 #[tokio::test]

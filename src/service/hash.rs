@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
-use super::{Context, ResponseStream};
+use super::{Context, ResponseStream, optional_values};
 use crate::error::Error;
 use crate::limits::{Limits, glob_pattern};
 use crate::pb;
@@ -140,14 +140,9 @@ impl Hash for HashService {
             value_bytes(values.iter().flatten()),
             "Ask for fewer fields per GetMany, or use Hash.Scan.",
         )?;
-        let values = values
-            .into_iter()
-            .map(|value| pb::OptionalValue {
-                found: value.is_some(),
-                value: value.unwrap_or_default(),
-            })
-            .collect();
-        Ok(Response::new(pb::HashGetManyResponse { values }))
+        Ok(Response::new(pb::HashGetManyResponse {
+            values: optional_values(values),
+        }))
     }
 
     async fn get_all(

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::kv_convert::{
     expire_condition, set_condition, transaction, transaction_response, ttl_status,
 };
-use super::{Context, ResponseStream};
+use super::{Context, ResponseStream, optional_values};
 use crate::error::Error;
 use crate::limits::glob_pattern;
 use crate::pb::key_value_compare_and_swap_request::Expectation as PbExpectation;
@@ -124,14 +124,9 @@ impl KeyValue for KeyValueService {
             total,
             "Ask for fewer keys per GetMany, or read them one by one with Get.",
         )?;
-        let values = values
-            .into_iter()
-            .map(|value| pb::OptionalValue {
-                found: value.is_some(),
-                value: value.unwrap_or_default(),
-            })
-            .collect();
-        Ok(Response::new(pb::KeyValueGetManyResponse { values }))
+        Ok(Response::new(pb::KeyValueGetManyResponse {
+            values: optional_values(values),
+        }))
     }
 
     async fn set_many(

@@ -103,6 +103,17 @@ impl Context {
     }
 }
 
+/// Values that may be missing, as the API reports them (GetMany of KeyValue and Hash).
+fn optional_values(values: Vec<Option<bytes::Bytes>>) -> Vec<crate::pb::OptionalValue> {
+    values
+        .into_iter()
+        .map(|value| crate::pb::OptionalValue {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// The per-call context of a request with `metadata`.
 fn call_context(metadata: &MetadataMap, command_timeout: Duration) -> Call {
     let grpc_timeout = metadata

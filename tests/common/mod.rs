@@ -416,6 +416,32 @@ pub fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// Asserts that `result` failed with `code`; returns the status.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// Asserts that `result` failed with `code` and a message that starts with `{field}:`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    field: &str,
+) {
+    let status = assert_code(result, code);
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "message {:?} should name `{field}`",
+        status.message()
+    );
+}
+
 /// A protobuf Duration.
 pub fn duration(timeout: Duration) -> prost_types::Duration {
     prost_types::Duration {

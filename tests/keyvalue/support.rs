@@ -10,11 +10,10 @@ use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 use redis_gateway::pb::ttl_status::State;
-use tonic::Code;
 use tonic::transport::Channel;
 
-pub use crate::common::start_with;
 use crate::common::{Gateway, duration, shared_redis, unique_key};
+pub use crate::common::{assert_code, assert_status, start_with};
 
 pub type Kv = KeyValueClient<Channel>;
 
@@ -207,32 +206,6 @@ pub async fn exists(kv: &mut Kv, keys: Vec<String>) -> i64 {
 }
 
 // Status assertions.
-
-/// Asserts that `result` failed with `code`; returns the status.
-#[track_caller]
-pub fn assert_code<T: std::fmt::Debug>(
-    result: Result<tonic::Response<T>, tonic::Status>,
-    code: Code,
-) -> tonic::Status {
-    let status = result.expect_err(&format!("expected {code:?}"));
-    assert_eq!(status.code(), code, "{status:?}");
-    status
-}
-
-/// Asserts that `result` failed with `code` and a message that starts with `{field}:`.
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(
-    result: Result<tonic::Response<T>, tonic::Status>,
-    code: Code,
-    field: &str,
-) {
-    let status = assert_code(result, code);
-    assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "message {:?} should name `{field}`",
-        status.message()
-    );
-}
 
 // TTL assertions.
 
