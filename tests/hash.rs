@@ -460,21 +460,50 @@ async fn get_all_of_a_hash_over_the_response_limit_points_to_scan() {
         "{}",
         status.message()
     );
-    // Scan reads it all, page by page.
+    // Scan reads it all, in pages that each stay under the limit (even at the default page
+    // size of 100 fields).
     let mut stream = hashes
         .scan(pb::HashScanRequest {
-            name,
+            name: name.clone(),
             pattern: String::new(),
-            page_size: 2,
+            page_size: 0,
         })
         .await
         .unwrap()
         .into_inner();
     let mut seen = HashSet::new();
+    let mut pages = 0;
     while let Some(page) = stream.message().await.unwrap() {
+        let bytes: usize = page.fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        assert!(bytes <= 16 * 1024, "a page of {bytes} bytes");
+        pages += 1;
         seen.extend(page.fields.into_keys());
     }
     assert_eq!(seen.len(), 5);
+    assert!(pages >= 2, "{pages} pages");
+
+    // One value larger than the whole limit cannot be streamed: the stream says so.
+    let _: () = client
+        .hset(&name, ("huge", vec![b'x'; 20_000]))
+        .await
+        .unwrap();
+    let mut stream = hashes
+        .scan(pb::HashScanRequest {
+            name,
+            pattern: "huge".into(),
+            page_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without saying the value is too large"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
 
 #[tokio::test]

@@ -30,10 +30,14 @@ pub struct Scan<T> {
     leading: Vec<Value>,
     /// Arguments after the cursor: MATCH, COUNT and filters.
     trailing: Vec<Value>,
-    /// Items per page.
+    /// Most items per page.
     page_size: usize,
+    /// Most bytes per page (the response limit): a page is sent early rather than exceed it.
+    max_page_bytes: usize,
     /// Reads one step's elements.
     collect: Collect<T>,
+    /// What an item weighs against `max_page_bytes`.
+    weigh: fn(&T) -> usize,
 }
 
 impl Scan<String> {
@@ -46,6 +50,7 @@ impl Scan<String> {
         pattern: &str,
         key_type: Option<String>,
         page_size: usize,
+        max_page_bytes: usize,
     ) -> Self {
         let mut trailing = match_and_count(call.namespace.pattern(pattern), page_size);
         if let Some(key_type) = key_type {
@@ -59,7 +64,9 @@ impl Scan<String> {
             leading: Vec::new(),
             trailing,
             page_size,
+            max_page_bytes,
             collect: collect_keys,
+            weigh: String::len,
         }
     }
 }
@@ -72,6 +79,7 @@ impl Scan<(String, Bytes)> {
         name: String,
         pattern: &str,
         page_size: usize,
+        max_page_bytes: usize,
     ) -> Self {
         let key = call.namespace.key(name);
         Self {
@@ -81,7 +89,9 @@ impl Scan<(String, Bytes)> {
             command: "HSCAN",
             leading: vec![Value::from(key)],
             page_size,
+            max_page_bytes,
             collect: |_, raw, into| collect_field_pairs(raw, into),
+            weigh: |(field, value)| field.len() + value.len(),
         }
     }
 }
@@ -112,7 +122,9 @@ fn collect_keys(call: &Call, raw: Vec<Value>, into: &mut Vec<String>) -> Result<
 
 impl<T> Scan<T> {
     /// Runs the cursor to its end, handing each full page (and the last, partial one) to
-    /// `deliver`. Stops early, without error, when `deliver` returns false (the reader left).
+    /// `deliver`; a page is full at `page_size` items or before it would pass
+    /// `max_page_bytes`. Stops early, without error, when `deliver` returns false (the reader
+    /// left). A single item heavier than `max_page_bytes` is RESOURCE_EXHAUSTED.
     pub async fn run<F, Fut>(&self, mut deliver: F) -> Result<(), Error>
     where
         F: FnMut(Vec<T>) -> Fut,
@@ -120,15 +132,30 @@ impl<T> Scan<T> {
     {
         let mut cursor = Bytes::from_static(b"0");
         let mut page = Vec::with_capacity(self.page_size);
+        let mut page_bytes = 0;
+        let mut found = Vec::new();
         loop {
             let (next_cursor, raw) = self.step(cursor).await?;
-            (self.collect)(&self.call, raw, &mut page)?;
-            while page.len() >= self.page_size {
-                let rest = page.split_off(self.page_size);
-                let full = std::mem::replace(&mut page, rest);
-                if !deliver(full).await {
-                    return Ok(());
+            (self.collect)(&self.call, raw, &mut found)?;
+            for item in found.drain(..) {
+                let weight = (self.weigh)(&item);
+                if weight > self.max_page_bytes {
+                    return Err(Error::ResourceExhausted(format!(
+                        "{}: one item holds {weight} bytes, over the response limit of {} \
+                         (GATEWAY_MAX_RESPONSE_BYTES)",
+                        self.command, self.max_page_bytes
+                    )));
                 }
+                let full =
+                    page.len() == self.page_size || page_bytes + weight > self.max_page_bytes;
+                if full && !page.is_empty() {
+                    if !deliver(std::mem::take(&mut page)).await {
+                        return Ok(());
+                    }
+                    page_bytes = 0;
+                }
+                page_bytes += weight;
+                page.push(item);
             }
             if next_cursor.as_ref() == b"0" {
                 break;

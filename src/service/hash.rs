@@ -274,6 +274,7 @@ impl Hash for HashService {
             request.name,
             pattern,
             page_size,
+            limits.max_response_bytes,
         );
         let stream = self.context.stream(|sink| async move {
             scan.run(|fields| {

@@ -340,6 +340,7 @@ impl KeyValue for KeyValueService {
             pattern,
             key_type,
             page_size,
+            limits.max_response_bytes,
         );
         let stream = self.context.stream(|sink| async move {
             scan.run(|keys| sink.send(pb::KeyValueScanResponse { keys }))
