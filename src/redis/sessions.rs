@@ -116,6 +116,14 @@ fn parse_record(id: String, raw: Value) -> Result<Option<SessionRecord>, Error> 
     Ok(Some(record))
 }
 
+/// KEYS of an operation on one session: the session and its bucket's index.
+fn session_keys(call: &Call, id: &str) -> Vec<Key> {
+    vec![
+        call.namespace.session_key(id),
+        call.namespace.session_bucket(session_tag_of(id)),
+    ]
+}
+
 fn millis(duration: Duration) -> Value {
     Value::from(duration.as_millis().to_string())
 }
@@ -143,7 +151,6 @@ impl Redis {
         absolute: Option<Duration>,
     ) -> Result<SessionRecord, Error> {
         let id = new_session_id(&user_id)?;
-        let tag = session_tag(&user_id);
         let mut args = Vec::with_capacity(5 + data.len() * 2);
         args.push(Value::from("create"));
         args.push(Value::from(id.as_str()));
@@ -154,10 +161,8 @@ impl Redis {
             args.push(Value::from(name));
             args.push(Value::from(value));
         }
-        let keys = vec![
-            call.namespace.session_key(&id),
-            call.namespace.session_bucket(&tag),
-        ];
+        // The id begins with the user's tag, so its keys are the user's bucket's.
+        let keys = session_keys(call, &id);
         let reply = self
             .session_op(call, Idempotency::AtMostOnce, keys, args)
             .await?;
@@ -172,14 +177,13 @@ impl Redis {
         id: String,
         touch: bool,
     ) -> Result<Option<SessionRecord>, Error> {
-        let key = call.namespace.session_key(&id);
         let reply = if touch {
-            let bucket = call.namespace.session_bucket(session_tag_of(&id));
             let args = vec![Value::from("get"), Value::from(id.as_str())];
-            self.session_op(call, Idempotency::AtMostOnce, vec![key, bucket], args)
+            self.session_op(call, Idempotency::AtMostOnce, session_keys(call, &id), args)
                 .await?
         } else {
-            self.hgetall_pairs(call, &key).await?
+            self.hgetall_pairs(call, &call.namespace.session_key(&id))
+                .await?
         };
         if reply.is_null() {
             return Ok(None);
@@ -190,10 +194,7 @@ impl Redis {
     /// Slides a session's idle expiry; its new expiry (ms since the epoch), or `None` when
     /// the session is gone.
     pub async fn session_touch(&self, call: &Call, id: String) -> Result<Option<i64>, Error> {
-        let keys = vec![
-            call.namespace.session_key(&id),
-            call.namespace.session_bucket(session_tag_of(&id)),
-        ];
+        let keys = session_keys(call, &id);
         let args = vec![Value::from("touch"), Value::from(id)];
         let reply = self
             .session_op(call, Idempotency::AtMostOnce, keys, args)
@@ -214,10 +215,7 @@ impl Redis {
         remove: Vec<String>,
         expected_version: Option<u64>,
     ) -> Result<UpdateOutcome, Error> {
-        let keys = vec![
-            call.namespace.session_key(&id),
-            call.namespace.session_bucket(session_tag_of(&id)),
-        ];
+        let keys = session_keys(call, &id);
         let mut args = Vec::with_capacity(4 + remove.len() + set.len() * 2);
         args.push(Value::from("update"));
         args.push(Value::from(id.as_str()));
@@ -287,15 +285,30 @@ impl Redis {
 
     /// Deletes a session; whether it existed.
     pub async fn session_delete(&self, call: &Call, id: String) -> Result<bool, Error> {
-        let keys = vec![
-            call.namespace.session_key(&id),
-            call.namespace.session_bucket(session_tag_of(&id)),
-        ];
+        let keys = session_keys(call, &id);
         let args = vec![Value::from("delete"), Value::from(id)];
         let reply = self
             .session_op(call, Idempotency::AtMostOnce, keys, args)
             .await?;
         Ok(reply_i64(reply)? == 1)
+    }
+
+    /// Runs a per-user operation (`list` or `delete_user`) on the user's bucket.
+    async fn session_user_op(
+        &self,
+        call: &Call,
+        op: &str,
+        user_id: String,
+    ) -> Result<Value, Error> {
+        let tag = session_tag(&user_id);
+        let args = vec![
+            Value::from(op),
+            Value::from(user_id),
+            Value::from(call.namespace.session_key_prefix(&tag)),
+        ];
+        let bucket = call.namespace.session_bucket(&tag);
+        self.session_op(call, Idempotency::AtMostOnce, vec![bucket], args)
+            .await
     }
 
     /// A user's live sessions, dropping ended ones from the index.
@@ -304,16 +317,7 @@ impl Redis {
         call: &Call,
         user_id: String,
     ) -> Result<Vec<SessionRecord>, Error> {
-        let tag = session_tag(&user_id);
-        let args = vec![
-            Value::from("list"),
-            Value::from(user_id),
-            Value::from(call.namespace.session_key_prefix(&tag)),
-        ];
-        let bucket = call.namespace.session_bucket(&tag);
-        let reply = self
-            .session_op(call, Idempotency::AtMostOnce, vec![bucket], args)
-            .await?;
+        let reply = self.session_user_op(call, "list", user_id).await?;
         let mut sessions = Vec::new();
         let mut items = reply_array(reply)?.into_iter();
         while let (Some(id), Some(fields)) = (items.next(), items.next()) {
@@ -329,17 +333,7 @@ impl Redis {
 
     /// Deletes every session of a user; how many there were.
     pub async fn session_delete_user(&self, call: &Call, user_id: String) -> Result<i64, Error> {
-        let tag = session_tag(&user_id);
-        let args = vec![
-            Value::from("delete_user"),
-            Value::from(user_id),
-            Value::from(call.namespace.session_key_prefix(&tag)),
-        ];
-        let bucket = call.namespace.session_bucket(&tag);
-        let reply = self
-            .session_op(call, Idempotency::AtMostOnce, vec![bucket], args)
-            .await?;
-        reply_i64(reply)
+        reply_i64(self.session_user_op(call, "delete_user", user_id).await?)
     }
 }
 
