@@ -162,6 +162,10 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_TTL", default_value = "365d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// Longest `wait_timeout` and `lock_delay` a Lock call may ask for.
+    #[arg(long, env = "GATEWAY_MAX_LOCK_WAIT", default_value = "1h", value_parser = parse_duration)]
+    pub max_lock_wait: Duration,
+
     /// A session's default idle timeout (Session.Create without `idle_timeout`): it expires
     /// this long after its last access.
     #[arg(long, env = "GATEWAY_SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
@@ -268,6 +272,10 @@ impl Config {
             ),
             ("--max-ttl / GATEWAY_MAX_TTL", self.max_ttl),
             (
+                "--max-lock-wait / GATEWAY_MAX_LOCK_WAIT",
+                self.max_lock_wait,
+            ),
+            (
                 "--health-interval / GATEWAY_HEALTH_INTERVAL",
                 self.health_interval,
             ),
@@ -306,6 +314,12 @@ impl Config {
                 "--max-ttl / GATEWAY_MAX_TTL",
                 "must be at most 100 years: Redis stores expiry as now + TTL in milliseconds, and \
                  a Transaction must never be half-applied because Redis rejected an expiry",
+            ));
+        }
+        if self.max_lock_wait > MAX_TTL_LIMIT {
+            return Err(ConfigError::new(
+                "--max-lock-wait / GATEWAY_MAX_LOCK_WAIT",
+                "must be at most 100 years",
             ));
         }
         if self.max_key_bytes == 0 || self.max_key_bytes > 512 << 20 {
@@ -384,6 +398,7 @@ impl std::fmt::Debug for Config {
             .field("max_batch_items", &self.max_batch_items)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
+            .field("max_lock_wait", &self.max_lock_wait)
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("session_absolute_timeout", &self.session_absolute_timeout)
             .field("health_interval", &self.health_interval)

@@ -101,6 +101,19 @@ impl Error {
         Self::FailedPrecondition(format!("{field}: {reason}"))
     }
 
+    /// True when a command had been sent and its effect is unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable {
+                outcome_unknown: true,
+                ..
+            } | Self::DeadlineExceeded {
+                outcome_unknown: true
+            }
+        )
+    }
+
     /// Redis is known to be unreachable and nothing was sent.
     pub fn redis_unreachable() -> Self {
         Self::Unavailable {

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_ttl: Duration,
     /// Largest sum of value bytes in one response.
     pub max_response_bytes: usize,
+    /// Longest lock wait or lock delay.
+    pub max_lock_wait: Duration,
 }
 
 impl From<&Config> for Limits {
@@ -32,6 +34,7 @@ impl From<&Config> for Limits {
             max_batch_items: config.max_batch_items,
             max_ttl: config.max_ttl,
             max_response_bytes: config.max_response_bytes,
+            max_lock_wait: config.max_lock_wait,
         }
     }
 }
@@ -182,6 +185,36 @@ impl Limits {
         Ok(Some(millis as u64))
     }
 
+    /// An optional wait (a lock's `wait_timeout` or `lock_delay`): unset or zero is none, else
+    /// whole milliseconds (rounded up) of at most `max_lock_wait`.
+    pub fn wait(
+        &self,
+        field: &str,
+        wait: Option<&prost_types::Duration>,
+    ) -> Result<Duration, Error> {
+        let Some(wait) = wait else {
+            return Ok(Duration::ZERO);
+        };
+        if wait.seconds < 0 || wait.nanos < 0 {
+            return Err(Error::invalid(field, "must not be negative"));
+        }
+        if wait.nanos >= 1_000_000_000 {
+            return Err(Error::invalid(field, "has nanos outside 0..1e9"));
+        }
+        let millis = (wait.seconds as u128) * 1000 + (wait.nanos as u128).div_ceil(1_000_000);
+        if millis > self.max_lock_wait.as_millis() {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "is longer than the limit of {} (GATEWAY_MAX_LOCK_WAIT)",
+                    humantime::format_duration(self.max_lock_wait)
+                ),
+            ));
+        }
+        // max_lock_wait is validated at start to be at most 100 years.
+        Ok(Duration::from_millis(millis as u64))
+    }
+
     /// A TTL that must be set.
     pub fn required_ttl(
         &self,
@@ -245,7 +278,24 @@ mod tests {
             max_batch_items: 2,
             max_ttl: Duration::from_secs(60),
             max_response_bytes: 10,
+            max_lock_wait: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn waits_may_be_zero_but_not_negative_or_over_the_limit() {
+        let wait = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(limits().wait("wait_timeout", None).unwrap(), Duration::ZERO);
+        assert_eq!(
+            limits().wait("wait_timeout", Some(&wait(0, 0))).unwrap(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            limits().wait("wait_timeout", Some(&wait(1, 1))).unwrap(),
+            Duration::from_millis(1001)
+        );
+        assert!(limits().wait("wait_timeout", Some(&wait(-1, 0))).is_err());
+        assert!(limits().wait("wait_timeout", Some(&wait(31, 0))).is_err());
     }
 
     #[test]

@@ -35,12 +35,14 @@ use crate::error::Error;
 use crate::pb;
 use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
+use crate::pb::lock_server::LockServer;
 use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
 use crate::service::hash::HashService;
 use crate::service::kv::KeyValueService;
+use crate::service::lock::LockService;
 use crate::service::session::SessionService;
 use crate::service::{Context, Shared};
 
@@ -93,6 +95,7 @@ const SERVICES: &[&str] = &[
     KeyValueServer::<KeyValueService>::NAME,
     HashServer::<HashService>::NAME,
     SessionServer::<SessionService>::NAME,
+    LockServer::<LockService>::NAME,
 ];
 
 /// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
@@ -202,7 +205,7 @@ async fn serve_all(
         others.push((ready, finished));
     }
     let connected = tokio::select! {
-        redis = Redis::connect(config, fred_config, config.connections_per_runtime()) => redis,
+        redis = Redis::connect(config, fred_config.clone(), config.connections_per_runtime()) => redis,
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let redis = match connected {
@@ -216,6 +219,12 @@ async fn serve_all(
             };
         }
     };
+    // The process's one pub/sub subscription, waking lock waiters on every runtime.
+    shared.tasks.spawn(shared.lock_wakeups.clone().run(
+        fred_config.clone(),
+        config.redis_connect_timeout,
+        shutdown.clone(),
+    ));
     let probe = shared.tasks.spawn(probe_redis(
         redis.clone(),
         health.clone(),
@@ -328,7 +337,10 @@ impl<H: HealthApi> Worker<H> {
         let hash = HashServer::new(HashService::new(context.clone()))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        let session = SessionServer::new(SessionService::new(context))
+        let session = SessionServer::new(SessionService::new(context.clone()))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        let lock = LockServer::new(LockService::new(context))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
         let incoming = TcpIncoming::from(listener)
@@ -346,6 +358,7 @@ impl<H: HealthApi> Worker<H> {
             .add_service(keyvalue)
             .add_service(hash)
             .add_service(session)
+            .add_service(lock)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
                 async move {

@@ -124,7 +124,25 @@ async fn a_hung_redis_never_holds_a_call_past_its_deadline() {
         ))
         .await;
     let write_took = started.elapsed();
+    // A Lua script (here a counter with a TTL) is bounded by the deadline the same way.
+    let started = Instant::now();
+    let script = kv
+        .increment(with_deadline(
+            pb::KeyValueIncrementRequest {
+                key: "hung-window".into(),
+                delta: 1,
+                ttl: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            },
+            deadline,
+        ))
+        .await;
+    let script_took = started.elapsed();
     kill(pid, Signal::SIGCONT).expect("resume redis-server");
+    let script = script.expect_err("Redis is hung");
+    assert_eq!(script.code(), Code::DeadlineExceeded, "{script:?}");
 
     // The gateway answers before the deadline, with its own status rather than the
     // transport's CANCELLED, and says that the write's outcome is unknown.
@@ -137,7 +155,7 @@ async fn a_hung_redis_never_holds_a_call_past_its_deadline() {
         write.message().contains("may or may not have been applied"),
         "{write:?}"
     );
-    for took in [read_took, write_took] {
+    for took in [read_took, write_took, script_took] {
         assert!(
             took <= deadline,
             "a call took {took:?} with a {deadline:?} deadline"

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::{spawn_gateway, start_gateway_process, strip_ansi};
 use common::{Gateway, RedisServer, free_port, shared_redis, unique_key, wait_for_held_commands};
 use fred::prelude::*;
 use nix::sys::signal::{Signal, kill};
@@ -16,124 +15,9 @@ use nix::unistd::Pid;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::mpsc;
+use tokio::process::Child;
 use tonic::Code;
 use tonic::transport::Channel;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_redis-gateway");
-
-/// Starts the gateway binary with `args` and `envs`; its stderr is captured.
-fn spawn_gateway(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command.spawn().expect("start the gateway binary")
-}
-
-/// A gateway binary started by [`start_gateway_process`].
-struct GatewayProcess {
-    /// The process; killed if dropped.
-    child: Child,
-    /// Where it listens, as its "serving gRPC" log line says.
-    addr: SocketAddr,
-    /// Its stderr: the lines up to "serving gRPC" have been read, none is lost.
-    log: Log,
-}
-
-/// Starts the gateway binary listening on 127.0.0.1:0 with `args` and `envs`, and reads its
-/// log until it says where it serves (so no port is probed and released first).
-async fn start_gateway_process(args: &[&str], envs: &[(&str, &str)]) -> GatewayProcess {
-    let mut argv = vec!["--listen", "127.0.0.1:0"];
-    argv.extend_from_slice(args);
-    let mut child = spawn_gateway(&argv, envs);
-    let mut log = Log::capture(child.stderr.take().expect("stderr is piped"));
-    let line = log.wait_for("serving gRPC", Duration::from_secs(20)).await;
-    let addr = logged_addr(&line).unwrap_or_else(|| panic!("no addr in {line:?}"));
-    GatewayProcess { child, addr, log }
-}
-
-/// The listen address in a "serving gRPC" log line: `addr=127.0.0.1:PORT` in the text format,
-/// `"addr":"127.0.0.1:PORT"` in JSON.
-fn logged_addr(line: &str) -> Option<SocketAddr> {
-    let plain = strip_ansi(line);
-    let text = plain
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="));
-    let json = || {
-        let (_, rest) = plain.split_once(r#""addr":""#)?;
-        rest.split('"').next()
-    };
-    text.or_else(json)?.parse().ok()
-}
-
-/// A child's stderr lines, read in the background so the child never blocks on a full pipe.
-struct Log {
-    /// Lines as the reader task reads them; closed at end of file.
-    receiver: mpsc::UnboundedReceiver<String>,
-    /// The lines taken from `receiver` so far.
-    seen: Vec<String>,
-}
-
-impl Log {
-    /// Starts reading `stderr` in a background task.
-    fn capture(stderr: ChildStderr) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            receiver,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until one contains `text` (colours aside) and returns that line; fails if
-    /// the log ends or `within` passes first.
-    async fn wait_for(&mut self, text: &str, within: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.receiver.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no {text:?} in the log within {within:?}: {:#?}", self.seen)
-                })
-                .unwrap_or_else(|| panic!("the log ended without {text:?}: {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if strip_ansi(&line).contains(text) {
-                return line;
-            }
-        }
-    }
-
-    /// Every line, from the first, once the child has closed stderr (exited); fails if that
-    /// takes longer than `within`.
-    async fn into_lines(mut self, within: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                Ok(Some(line)) => self.seen.push(line),
-                Ok(None) => return self.seen,
-                Err(_) => panic!("the log did not end within {within:?}: {:#?}", self.seen),
-            }
-        }
-    }
-}
 
 /// Connects to a gateway process, retrying while it starts.
 async fn connect(port: u16) -> Channel {
@@ -874,23 +758,6 @@ async fn embedded_redis_output_cannot_block_it_and_a_failed_start_reports_it() {
         !data_dir.join("run").join("redis.conf").exists(),
         "the password file outlived a failed start"
     );
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for next in chars.by_ref() {
-                if next.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -79,6 +79,16 @@ impl Call {
         self
     }
 
+    /// Time left before the client's deadline, less the margin the gateway keeps to answer
+    /// first; `None` when the client set no deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.grpc_deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(self.deadline_margin)
+        })
+    }
+
     /// The budget of the next command: the command timeout, cut short by the client's deadline.
     pub fn budget(&self) -> Budget {
         match self.grpc_deadline {

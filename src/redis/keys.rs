@@ -12,9 +12,9 @@
 //!
 //! # Cluster hash tags
 //! Keys one Lua script touches together must share a hash slot. The internal keys of one lock
-//! (the lock itself and its fence counter) share the tag `{<hash of the lock name>}`; a session's
-//! key and its bucket's index share `{<4 hex digits of the hash of the user id>}`, which also
-//! begins the session id. The tag is a hash, never the name
+//! (the lock, its waiter queue and leases, and the fence counter of its bucket) share the tag
+//! `{<4 hex digits of the hash of the lock name>}`; a session's key and its bucket's index
+//! share `{<4 hex digits of the hash of the user id>}`, which also begins the session id. The tag is a hash, never the name
 //! itself, so a name that contains `{` or starts with `}` cannot change which part of the key
 //! Redis hashes. The namespace prefix is validated to hold no braces (it precedes the tag).
 
@@ -114,14 +114,16 @@ impl Namespace {
         ))
     }
 
-    /// The key holding lock `name` (its owner token).
-    pub fn lock_key(&self, name: &str) -> Key {
-        self.internal("lock", &hash_tag(name), name)
-    }
-
-    /// The fencing-token counter of lock `name`; same slot as [`Namespace::lock_key`].
-    pub fn fence_key(&self, name: &str) -> Key {
-        self.internal("fence", &hash_tag(name), name)
+    /// Every key of lock `name`, all in one Cluster slot.
+    pub fn lock_keys(&self, name: &str) -> LockKeys {
+        let tag = bucket_tag(name);
+        LockKeys {
+            lock: self.internal("lock", &tag, name),
+            queue: self.internal("lockq", &tag, name),
+            leases: self.internal("lockw", &tag, name),
+            fence: Key::from(format!("{}{INTERNAL_PREFIX}fence:{{{tag}}}", self.prefix())),
+            tag,
+        }
     }
 
     /// The key holding session `session_id`, whose first four characters are its user's
@@ -148,27 +150,41 @@ impl Namespace {
     }
 }
 
-/// The cluster hash tag shared by a user's sessions and their index: 4 hex digits of the SHA1
-/// of the user id. Session ids begin with it, so a call that names only the id finds the slot.
+/// The keys of one lock (see `lua/lock.lua` for what each holds).
+#[derive(Debug, Clone)]
+pub struct LockKeys {
+    /// The lock: holder token, owner label, fencing token, lease end, lock delay.
+    pub lock: Key,
+    /// Waiter ids in arrival order.
+    pub queue: Key,
+    /// Waiter id -> end of its lease.
+    pub leases: Key,
+    /// The fencing-token counter shared by every lock of the bucket.
+    pub fence: Key,
+    /// The bucket's hash tag, without braces.
+    pub tag: String,
+}
+
+/// A bucket tag: 4 hex digits of the SHA1 of `text`, so any text (with braces or not) maps to
+/// one of 65,536 well-formed tags. Keys that many names share (a lock bucket's fence counter,
+/// a user bucket's session index) stay bounded however many names there are.
+pub fn bucket_tag(text: &str) -> String {
+    let mut digest = fred::util::sha1_hash(text);
+    digest.truncate(4);
+    digest
+}
+
+/// The cluster hash tag shared by a user's sessions and their index: the [`bucket_tag`] of the
+/// user id. Session ids begin with it, so a call that names only the id finds the slot.
 /// It reveals nothing a bearer of the id cannot read anyway (Get returns the user id), and
 /// with 65,536 tags shared by many users it does not single a user out.
 pub fn session_tag(user_id: &str) -> String {
-    let mut digest = fred::util::sha1_hash(user_id);
-    digest.truncate(4);
-    digest
+    bucket_tag(user_id)
 }
 
 /// The tag a well-formed session id begins with.
 pub fn session_tag_of(session_id: &str) -> &str {
     session_id.get(..4).unwrap_or(session_id)
-}
-
-/// A cluster hash tag for `name`: 16 hex digits of its SHA1, so any name (with braces or not)
-/// maps to one well-formed tag.
-pub fn hash_tag(name: &str) -> String {
-    let mut digest = fred::util::sha1_hash(name);
-    digest.truncate(16);
-    digest
 }
 
 #[cfg(test)]
@@ -209,20 +225,32 @@ mod tests {
     }
 
     #[test]
-    fn lock_and_fence_share_a_tag_derived_from_a_hash_of_the_name() {
+    fn a_locks_keys_share_a_tag_derived_from_a_hash_of_the_name() {
         for name in ["orders", "}odd", "{braced}", "a{b}c", ""] {
-            let lock = Namespace::default().lock_key(name);
-            let fence = Namespace::default().fence_key(name);
+            let keys = Namespace::default().lock_keys(name);
             let tag = |key: &Key| {
                 let text = key.as_str().unwrap().to_owned();
                 let open = text.find('{').unwrap();
                 let close = open + text[open..].find('}').unwrap();
                 text[open + 1..close].to_owned()
             };
-            assert_eq!(tag(&lock), tag(&fence), "{name}");
-            assert_eq!(tag(&lock), hash_tag(name), "{name}");
-            assert_eq!(tag(&lock).len(), 16);
+            for key in [&keys.queue, &keys.leases, &keys.fence] {
+                assert_eq!(tag(&keys.lock), tag(key), "{name}");
+            }
+            assert_eq!(tag(&keys.lock), keys.tag, "{name}");
+            assert_eq!(keys.tag, bucket_tag(name), "{name}");
+            assert_eq!(keys.tag.len(), 4);
+            assert!(is_internal(keys.lock.as_str().unwrap()));
         }
+        // One fence counter per bucket, whatever the name.
+        let a = Namespace::default().lock_keys("a");
+        let tag_a = a.tag.clone();
+        let twin = (0..1_000_000)
+            .map(|n| format!("n{n}"))
+            .find(|name| bucket_tag(name) == tag_a)
+            .unwrap();
+        assert_eq!(Namespace::default().lock_keys(&twin).fence, a.fence);
+        assert_ne!(Namespace::default().lock_keys(&twin).lock, a.lock);
     }
 
     #[test]

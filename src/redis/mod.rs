@@ -6,8 +6,9 @@
 //! - [`Redis::eval`] runs a Lua [`Script`] by EVALSHA, loading it on NOSCRIPT.
 //! - Typed operations, one module per data type, each a set of `impl Redis` methods that take
 //!   a [`Call`] and plain values: [`strings`] (KeyValue), [`hashes`] (Hash), [`sessions`]
-//!   (Session), [`transaction`] (KeyValue's guarded transactions), [`scan`] (cursor scans,
-//!   streamed in pages).
+//!   (Session), [`locks`] (Lock), [`transaction`] (KeyValue's guarded transactions), [`scan`]
+//!   (cursor scans, streamed in pages).
+//! - [`wakeups`]: the process's one pub/sub subscription, which wakes lock waiters.
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
@@ -18,12 +19,14 @@ pub mod call;
 pub mod embedded;
 pub mod hashes;
 pub mod keys;
+pub mod locks;
 pub mod scan;
 pub mod scripts;
 pub mod server_info;
 pub mod sessions;
 pub mod strings;
 pub mod transaction;
+pub mod wakeups;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -302,12 +305,19 @@ impl Redis {
             };
             // Biased toward the reply: when the reply and the failure signal are both ready,
             // the command did complete, and an applied write must not be reported as unknown.
+            // The gateway keeps its own timer too: fred applies per-command options only to
+            // the command interfaces `WithOptions` implements, and the Lua ones (EVALSHA) are
+            // not among them, so a script would otherwise wait for the default timeout.
             let reply = tokio::select! {
                 biased;
                 reply = command(self.pool.clients()[index].with_options(&options)) => reply,
                 _ = connection_failed.changed() => Err(RedisError::new(
                     ErrorKind::IO,
                     "the connection failed while the command was pending",
+                )),
+                () = tokio::time::sleep(budget.timeout) => Err(RedisError::new(
+                    ErrorKind::Timeout,
+                    "Request timed out.",
                 )),
             };
             match reply {

@@ -59,3 +59,6 @@ pub static HASH_SET: LazyLock<Script> =
 /// Every Session operation (see the script's header for the storage layout).
 pub static SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/session.lua")));
+
+/// Every Lock operation (see the script's header for the storage layout).
+pub static LOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lock.lua")));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use fred::types::{Key, Value};
 
-use super::keys::Namespace;
+use super::keys::{INTERNAL_PREFIX, Namespace};
 use super::scripts::KV_TRANSACTION;
 use super::{Call, Redis, reply_array, reply_i64};
 use crate::error::{Error, Idempotency};
@@ -52,6 +52,13 @@ pub enum Guard {
         field: String,
         /// The bound.
         bound: i64,
+    },
+    /// Lock `name` is held by `token` and its lease is running.
+    LockHeld {
+        /// The lock's name.
+        name: String,
+        /// The owner token.
+        token: String,
     },
 }
 
@@ -143,6 +150,18 @@ impl Encoded {
         Value::Integer(index as i64)
     }
 
+    /// The 1-based index of lock `name`'s key in KEYS, adding it on first use. Its position is
+    /// remembered under a reserved-prefix name no caller key can have.
+    fn lock_index(&mut self, namespace: &Namespace, name: &str) -> Value {
+        let alias = format!("{INTERNAL_PREFIX}lock:{name}");
+        let next = self.keys.len() + 1;
+        let index = *self.positions.entry(alias).or_insert_with(|| {
+            self.keys.push(namespace.lock_keys(name).lock);
+            next
+        });
+        Value::Integer(index as i64)
+    }
+
     fn push(&mut self, value: impl Into<Value>) {
         self.args.push(value.into());
     }
@@ -151,30 +170,51 @@ impl Encoded {
         let mut out = Self::default();
         out.push(guards.len() as i64);
         for guard in guards {
-            let (kind, key, field, value) = match guard {
-                Guard::Exists(key) => ("exists", key, String::new(), Value::from("")),
-                Guard::Absent(key) => ("absent", key, String::new(), Value::from("")),
-                Guard::ValueEquals { key, value } => {
-                    ("value_equals", key, String::new(), Value::Bytes(value))
-                }
-                Guard::HashFieldEquals { name, field, value } => {
-                    ("hash_field_equals", name, field, Value::Bytes(value))
-                }
+            let (kind, key_index, field, value) = match guard {
+                Guard::Exists(key) => (
+                    "exists",
+                    out.key_index(namespace, key),
+                    String::new(),
+                    Value::from(""),
+                ),
+                Guard::Absent(key) => (
+                    "absent",
+                    out.key_index(namespace, key),
+                    String::new(),
+                    Value::from(""),
+                ),
+                Guard::ValueEquals { key, value } => (
+                    "value_equals",
+                    out.key_index(namespace, key),
+                    String::new(),
+                    Value::Bytes(value),
+                ),
+                Guard::HashFieldEquals { name, field, value } => (
+                    "hash_field_equals",
+                    out.key_index(namespace, name),
+                    field,
+                    Value::Bytes(value),
+                ),
                 Guard::HashFieldAtLeast { name, field, bound } => (
                     "hash_field_at_least",
-                    name,
+                    out.key_index(namespace, name),
                     field,
                     Value::from(bound.to_string()),
                 ),
                 Guard::HashFieldAtMost { name, field, bound } => (
                     "hash_field_at_most",
-                    name,
+                    out.key_index(namespace, name),
                     field,
                     Value::from(bound.to_string()),
                 ),
+                Guard::LockHeld { name, token } => (
+                    "lock_held",
+                    out.lock_index(namespace, &name),
+                    String::new(),
+                    Value::from(token),
+                ),
             };
             out.push(kind);
-            let key_index = out.key_index(namespace, key);
             out.push(key_index);
             out.push(field);
             out.push(value);

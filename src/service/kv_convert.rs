@@ -95,7 +95,7 @@ fn guard(path: &str, guard: Option<PbGuard>, limits: &Limits) -> Result<Guard, E
         return Err(Error::invalid(
             path,
             "sets no condition; set one of exists, absent, value_equals, hash_field_equals, \
-             hash_field_at_least, hash_field_at_most",
+             hash_field_at_least, hash_field_at_most, lock_held",
         ));
     };
     let hash_field = |kind: &str, name: &str, field: &str| -> Result<(), Error> {
@@ -142,6 +142,14 @@ fn guard(path: &str, guard: Option<PbGuard>, limits: &Limits) -> Result<Guard, E
                 name: bound.name,
                 field: bound.field,
                 bound: bound.value,
+            }
+        }
+        PbGuard::LockHeld(held) => {
+            limits.name(&format!("{path}.lock_held.name"), &held.name)?;
+            super::lock::token(&format!("{path}.lock_held.token"), &held.token)?;
+            Guard::LockHeld {
+                name: held.name,
+                token: held.token,
             }
         }
     })

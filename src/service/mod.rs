@@ -3,11 +3,12 @@
 //! A handler is three steps: validate the request (INVALID_ARGUMENT naming the field), call
 //! one typed operation on [`crate::redis::Redis`] with the call's [`Call`] and plain values,
 //! map the result back to the response message. Server streams go through
-//! [`Context::stream`]. Status decisions live in [`crate::error`].
+//! [`Context::stream`] (or [`Context::stream_managed`] when ending one must undo something). Status decisions live in [`crate::error`].
 
 pub mod hash;
 pub mod kv;
 mod kv_convert;
+pub mod lock;
 pub mod session;
 mod stream;
 
@@ -23,6 +24,7 @@ use tonic::metadata::MetadataMap;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
+use crate::redis::wakeups::Wakeups;
 use crate::redis::{Call, Namespace, Redis};
 pub use stream::{ResponseStream, Sink};
 
@@ -40,6 +42,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Session timeouts when a Create does not choose them.
     pub session_defaults: SessionDefaults,
+    /// The lock waiters of this process, woken through its one pub/sub subscription.
+    pub lock_wakeups: Arc<Wakeups>,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -63,6 +67,7 @@ impl Shared {
                 idle: config.session_idle_timeout,
                 absolute: config.session_absolute_timeout,
             },
+            lock_wakeups: Arc::default(),
         }
     }
 }
@@ -112,6 +117,22 @@ fn optional_values(values: Vec<Option<bytes::Bytes>>) -> Vec<crate::pb::Optional
             value: value.unwrap_or_default(),
         })
         .collect()
+}
+
+/// Milliseconds since the epoch as a protobuf Timestamp.
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A duration as a protobuf Duration.
+fn duration(value: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: value.as_secs() as i64,
+        nanos: value.subsec_nanos() as i32,
+    }
 }
 
 /// The per-call context of a request with `metadata`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::Context;
+use super::{Context, timestamp};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::pb;
@@ -90,14 +90,6 @@ fn timeout(
     value: Option<&prost_types::Duration>,
 ) -> Result<Option<Duration>, Error> {
     Ok(limits.ttl(field, value)?.map(Duration::from_millis))
-}
-
-/// Milliseconds since the epoch as a protobuf Timestamp.
-fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-    }
 }
 
 /// A stored session as the API returns it.

@@ -5,7 +5,10 @@
 //!   by using [`unique_key`] names.
 //! - [`RedisServer::start`]: a private one a test may stop and restart (fault tests).
 //! - [`Gateway::start`]: the gateway over a given Redis URL.
+//! - [`process::start_gateway_process`]: the gateway binary as its own process.
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -5,7 +5,8 @@
 -- 64-bit overflow, computed exactly on decimal strings). Only then are the operations applied.
 --
 -- KEYS: the distinct keys. ARGV, read in order:
---   guard count, then per guard: kind, key index, field, value
+--   guard count, then per guard: kind, key index, field, value (lock_held: the lock's key, '',
+--   the owner token)
 --   op count, then per op: kind, key index, and
 --     set: value, ttl ms or ''   | delete: -         | expire: ttl ms | incrby: delta
 --     hset: n, field, value, ... | hdel: n, field... | hincrby: field, delta
@@ -134,6 +135,12 @@ for i = 1, guard_count do
     holds = redis.call('TYPE', key)['ok'] == 'string' and redis.call('GET', key) == value
   elseif kind == 'hash_field_equals' then
     holds = redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HGET', key, field) == value
+  elseif kind == 'lock_held' then
+    -- The lock key (lua/lock.lua's layout) names `value` as holder and its lease is running.
+    local held = redis.call('HMGET', key, 'token', 'expires')
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    holds = held[1] == value and tonumber(held[2]) > now
   else
     -- hash_field_at_least / hash_field_at_most: a missing hash or field counts as 0.
     local key_type = redis.call('TYPE', key)['ok']
