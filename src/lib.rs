@@ -9,7 +9,8 @@
 //!   call.
 //! - [`service`]: one module per gRPC service over a shared [`service::Context`]; handlers
 //!   validate, make one typed Redis call, map back; [`service::Context::stream`] serves every
-//!   server stream.
+//!   server stream. The Lock service adds waiting (queued in Redis, woken through the
+//!   process's one pub/sub subscription, [`redis::wakeups`]) and Hold's renewals.
 //! - [`redis`]: the fred pool and how commands run (time budget, at-most-once writes, Lua by
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.
@@ -23,8 +24,9 @@
 //!
 //! The gateway runs `GATEWAY_RUNTIMES` single-threaded tokio runtimes, each on its own thread
 //! with its own SO_REUSEPORT listener on the same address and its own Redis connection(s);
-//! they share only [`service::Shared`] (limits, shutdown, task tracker, counters) and the
-//! health status. Every service and background task is written for this: a task runs on the
+//! they share only [`service::Shared`] (limits, shutdown, task tracker, counters, the lock
+//! waiters of the process) and the health status; the lock wake-up subscription runs on the
+//! first runtime and wakes waiters on any. Every service and background task is written for this: a task runs on the
 //! runtime that spawned it and uses that runtime's pool.
 //!
 //! Why: a gateway call costs a few microseconds of work and two socket writes (the gRPC

@@ -305,19 +305,12 @@ impl Redis {
             };
             // Biased toward the reply: when the reply and the failure signal are both ready,
             // the command did complete, and an applied write must not be reported as unknown.
-            // The gateway keeps its own timer too: fred applies per-command options only to
-            // the command interfaces `WithOptions` implements, and the Lua ones (EVALSHA) are
-            // not among them, so a script would otherwise wait for the default timeout.
             let reply = tokio::select! {
                 biased;
                 reply = command(self.pool.clients()[index].with_options(&options)) => reply,
                 _ = connection_failed.changed() => Err(RedisError::new(
                     ErrorKind::IO,
                     "the connection failed while the command was pending",
-                )),
-                () = tokio::time::sleep(budget.timeout) => Err(RedisError::new(
-                    ErrorKind::Timeout,
-                    "Request timed out.",
                 )),
             };
             match reply {
@@ -345,7 +338,11 @@ impl Redis {
         self.run(call, idempotency, |client| {
             let keys = MultipleKeys::from(keys.clone());
             let args = args.clone();
-            async move {
+            // fred applies per-command options only through the interfaces `WithOptions`
+            // implements, and the Lua one is not among them: the call's timeout is applied
+            // here, or a script would wait for the default command timeout past the deadline.
+            let timeout = client.options().timeout.unwrap_or(self.command_timeout);
+            let script_run = async move {
                 match client
                     .evalsha::<Value, _, _, _>(script.sha(), keys.clone(), args.clone())
                     .await
@@ -355,6 +352,13 @@ impl Redis {
                     }
                     other => other,
                 }
+            };
+            async move {
+                tokio::time::timeout(timeout, script_run)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RedisError::new(ErrorKind::Timeout, "Request timed out."))
+                    })
             }
         })
         .await
