@@ -706,3 +706,128 @@ async fn lock_keys_are_internal_and_any_name_works() {
     );
     assert!(inspect(&mut locks, &name).await.held);
 }
+
+/// Many waiters share the gateway's one pub/sub subscription, and a release wakes one of
+/// them: exactly one wake-up is published per release, naming the next waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_one_subscription_and_a_release_wakes_only_the_next() {
+    const WAITERS: u32 = 40;
+    let redis = common::RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut locks = LockClient::new(gateway.channel().await);
+    let name = unique_key("lock-one-subscription");
+    let held = acquire(&mut locks, &name, Duration::from_secs(30), Duration::ZERO).await;
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let mut client = locks.clone();
+        let name = name.clone();
+        waiters.push(tokio::spawn(async move {
+            acquire(
+                &mut client,
+                &name,
+                Duration::from_secs(30),
+                Duration::from_secs(20),
+            )
+            .await
+        }));
+    }
+    wait_for_waiters(&mut locks, &name, WAITERS).await;
+
+    // One subscriber connection in Redis for all of them (polled: it connects in the
+    // background at start).
+    let admin = redis.client().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let clients: String = admin
+            .client_list::<String, String>(None, None)
+            .await
+            .unwrap();
+        let subscribers = clients
+            .lines()
+            .filter(|line| !line.contains(" sub=0 "))
+            .count();
+        assert!(subscribers <= 1, "{clients}");
+        if subscribers == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no subscriber: {clients}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Watch the wake channel: one message per release.
+    let watcher = redis.client().await.clone_new();
+    watcher.init().await.unwrap();
+    let mut messages = watcher.message_rx();
+    watcher.subscribe("__gw:lock:wake").await.unwrap();
+    assert!(release(&mut locks, &name, &held.token).await);
+    let first = tokio::time::timeout(Duration::from_secs(2), messages.recv())
+        .await
+        .expect("a wake-up is published")
+        .unwrap();
+    assert_eq!(
+        first.value.as_str().map(|id| id.len()),
+        Some(32),
+        "{first:?}"
+    );
+    // The woken waiter takes the lock (and releases nothing): no further wake-up follows.
+    let more = tokio::time::timeout(Duration::from_millis(300), messages.recv()).await;
+    assert!(more.is_err(), "a second wake-up for one release: {more:?}");
+    let status = inspect(&mut locks, &name).await;
+    assert!(status.held);
+    assert_eq!(status.waiters, WAITERS - 1);
+    for waiter in waiters {
+        waiter.abort();
+    }
+}
+
+/// A waiter whose gateway dies (SIGKILL: nothing is cleaned up) holds its place only until its
+/// lease runs out; the waiter behind it then gets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_gateways_waiter_does_not_block_the_queue() {
+    let url = shared_redis().url();
+    let (gateway, _) = start_with(&[]).await;
+    let mut locks = LockClient::new(gateway.channel().await);
+    let name = unique_key("lock-dead-waiter");
+    let held = acquire(&mut locks, &name, Duration::from_secs(30), Duration::ZERO).await;
+
+    let mut doomed = common::process::start_gateway_process(&["--redis-url", &url], &[]).await;
+    let mut doomed_locks =
+        LockClient::new(common::connect_channel(doomed.addr, Duration::from_secs(10)).await);
+    let doomed_name = name.clone();
+    let _doomed_waiter = tokio::spawn(async move {
+        doomed_locks
+            .acquire(acquire_request(
+                &doomed_name,
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+            ))
+            .await
+    });
+    wait_for_waiters(&mut locks, &name, 1).await;
+    let mut behind = locks.clone();
+    let behind_name = name.clone();
+    let survivor = tokio::spawn(async move {
+        acquire(
+            &mut behind,
+            &behind_name,
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    wait_for_waiters(&mut locks, &name, 2).await;
+
+    doomed.child.start_kill().unwrap();
+    doomed.child.wait().await.unwrap();
+    let released_at = Instant::now();
+    assert!(release(&mut locks, &name, &held.token).await);
+    let granted = tokio::time::timeout(Duration::from_secs(15), survivor)
+        .await
+        .expect("the waiter behind a dead one gets the lock")
+        .unwrap();
+    assert!(granted.acquired);
+    let waited = released_at.elapsed();
+    eprintln!("acquired {waited:?} after the release, behind a dead waiter");
+    // The dead waiter's lease (5 s from its last retry) plus one retry interval.
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+}
