@@ -10,8 +10,28 @@ use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 
-/// The Redis connections of clients other than `admin`, as CLIENT LIST lines.
+/// The Redis command connections of clients other than `admin`, as CLIENT LIST lines (the
+/// gateway's one pub/sub connection, which wakes lock waiters, is counted apart by
+/// [`subscriber_connections`]).
 async fn gateway_connections(admin: &Client) -> Vec<String> {
+    all_connections(admin)
+        .await
+        .into_iter()
+        .filter(|line| line.contains(" sub=0 "))
+        .collect()
+}
+
+/// The pub/sub connections of other clients.
+async fn subscriber_connections(admin: &Client) -> usize {
+    all_connections(admin)
+        .await
+        .iter()
+        .filter(|line| !line.contains(" sub=0 "))
+        .count()
+}
+
+/// Every connection of clients other than `admin`, as CLIENT LIST lines.
+async fn all_connections(admin: &Client) -> Vec<String> {
     let own: i64 = admin
         .custom(fred::cmd!("CLIENT"), vec!["ID"])
         .await
@@ -67,6 +87,20 @@ async fn each_runtime_has_its_own_connections_and_every_runtime_serves() {
         served >= 2,
         "the Gets went through one runtime only: {connections:#?}"
     );
+    // One pub/sub connection per process, not per runtime (it connects in the background).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let subscribers = subscriber_connections(&admin).await;
+        assert!(subscribers <= 1, "{subscribers} pub/sub connections");
+        if subscribers == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pub/sub connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gateway.stop().await.expect("clean stop");
 }
 
@@ -81,9 +115,9 @@ async fn redis_connections_are_shared_out_among_runtimes() {
     .await;
     assert_eq!(gateway_connections(&admin).await.len(), 6);
     gateway.stop().await.expect("clean stop");
-    // The pools close with the gateway.
+    // The pools and the pub/sub connection close with the gateway.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !gateway_connections(&admin).await.is_empty() {
+    while !all_connections(&admin).await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "Redis connections outlived the gateway"
