@@ -1,6 +1,7 @@
 //! A Python client drives the gateway: `tests/python/client_flows.py` generates its stubs from
 //! proto/ with grpcio-tools at run time and runs the old Python helper's KeyValue, Hash and
-//! Session flows through them, so the contract is checked by another language's generated code.
+//! Session flows, and the Lock flows, through them, so the contract is checked by another
+//! language's generated code.
 //!
 //! grpcio and grpcio-tools come from `.tools/pip`, where `scripts/install-deps.sh test` (run by
 //! `make test`) installs them; this test puts that directory on PYTHONPATH.

@@ -14,6 +14,8 @@ import importlib.resources
 import pathlib
 import sys
 import tempfile
+import threading
+import time
 import uuid
 
 import grpc
@@ -60,6 +62,12 @@ def duration(seconds):
     return duration_pb2.Duration(seconds=seconds)
 
 
+def millis(milliseconds):
+    """A google.protobuf.Duration of whole milliseconds."""
+    return duration_pb2.Duration(seconds=milliseconds // 1000,
+                                 nanos=milliseconds % 1000 * 1_000_000)
+
+
 def expect_error(code, call, *args):
     """Runs `call(*args)`, which must fail with `code`; returns the status details."""
     try:
@@ -84,6 +92,9 @@ class Stubs:
         self.kv = kv_grpc.KeyValueStub(channel)
         self.hash = hash_grpc.HashStub(channel)
         self.session = session_grpc.SessionStub(channel)
+        self.lock_pb = importlib.import_module("redisgateway.v1.lock_pb2")
+        lock_grpc = importlib.import_module("redisgateway.v1.lock_pb2_grpc")
+        self.lock = lock_grpc.LockStub(channel)
 
     def ttl_of(self, key):
         """KeyValue.GetTtl of `key` (a string key or a hash's name)."""
@@ -292,6 +303,81 @@ def session_rotate_and_revoke(stubs):
     return "rotate killed the old id, 2 sessions listed and revoked"
 
 
+def lock_acquire_release(stubs):
+    """A lock taken once, refused to a second caller, guarding a Transaction that writes a key
+    in the lock's slot (its hash tag), then released."""
+    locks, pb, kv_pb = stubs.lock, stubs.lock_pb, stubs.kv_pb
+    name = unique("lock:report")
+    acquire = pb.LockAcquireRequest(name=name, ttl=duration(30), owner="python/flows")
+    first = locks.Acquire(acquire, timeout=TIMEOUT_S)
+    assert first.acquired and len(first.token) == 32, f"Acquire of a free lock: {first}"
+    assert first.fencing_token >= 1, f"fencing token {first.fencing_token}"
+    busy = locks.Acquire(acquire, timeout=TIMEOUT_S)
+    assert not busy.acquired and busy.token == "", f"a second Acquire got the lock: {busy}"
+    assert busy.hash_tag == first.hash_tag, f"hash tags differ: {busy.hash_tag} {first.hash_tag}"
+    key = f"report:{first.hash_tag}:total"
+    guard, op = kv_pb.TransactionGuard, kv_pb.TransactionOperation
+    written = stubs.kv.Transaction(
+        kv_pb.KeyValueTransactionRequest(
+            guards=[guard(lock_held=guard.LockHeld(name=name, token=first.token))],
+            ops=[op(set=op.Set(key=key, value=b"42", ttl=duration(600)))]),
+        timeout=TIMEOUT_S)
+    assert written.committed, f"Transaction guarded by lock_held did not commit: {written}"
+    held = locks.Inspect(pb.LockInspectRequest(name=name), timeout=TIMEOUT_S)
+    assert held.held and held.owner == "python/flows", f"Inspect while held: {held}"
+    assert held.fencing_token == first.fencing_token, f"Inspect fencing token: {held}"
+    released = locks.Release(pb.LockReleaseRequest(name=name, token=first.token),
+                             timeout=TIMEOUT_S)
+    assert released.released, f"Release by the holder: {released}"
+    free = locks.Inspect(pb.LockInspectRequest(name=name), timeout=TIMEOUT_S)
+    assert not free.held and free.owner == "", f"Inspect after Release: {free}"
+    return f"fence {first.fencing_token}, busy refused, guarded write to {first.hash_tag}, released"
+
+
+def lock_hold_keepalive(stubs):
+    """A worker holds a lock with Hold for about a second while the gateway renews its 300 ms
+    lease; nobody else gets it meanwhile, and cancelling the stream frees it at once."""
+    locks, pb = stubs.lock, stubs.lock_pb
+    name = unique("lock:nightly-report")
+    held = threading.Event()
+    events = []
+
+    def worker():
+        call = locks.Hold(pb.LockHoldRequest(name=name, ttl=millis(300), owner="worker-1"),
+                          timeout=TIMEOUT_S)
+        done_at = None
+        for event in call:              # acquired, then renewed about every 100 ms; lost ends it
+            kind = event.WhichOneof("event")
+            events.append(kind)
+            if kind == "acquired":
+                held.set()
+                done_at = time.monotonic() + 1.0        # the work takes about a second
+            elif kind == "lost" or time.monotonic() >= done_at:
+                break
+        call.cancel()                                   # the gateway releases the lock
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert held.wait(TIMEOUT_S), f"Hold sent no acquired event: {events}"
+    other = pb.LockAcquireRequest(name=name, ttl=duration(10))
+    refused = 0
+    until = time.monotonic() + 0.7      # two lease lengths, well before the worker lets go
+    while time.monotonic() < until:
+        assert not locks.Acquire(other, timeout=TIMEOUT_S).acquired, "Acquire during Hold"
+        refused += 1
+        time.sleep(0.1)
+    thread.join(TIMEOUT_S)
+    assert not thread.is_alive(), "the worker did not let go"
+    renewals = events.count("renewed")
+    assert events[0] == "acquired" and renewals >= 3 and "lost" not in events, events
+    other.wait_timeout.FromSeconds(1)
+    taken = locks.Acquire(other, timeout=TIMEOUT_S)
+    assert taken.acquired, f"Acquire within a second of the cancel: {taken}"
+    locks.Release(pb.LockReleaseRequest(name=name, token=taken.token), timeout=TIMEOUT_S)
+    return f"held with {renewals} renewals of a 300 ms lease, {refused} Acquires refused, " \
+        "free after cancel"
+
+
 # The flows, in the order they run. Each takes the Stubs and returns a one-line summary.
 KEYVALUE_FLOWS = [
     kv_task_result_cache,
@@ -310,11 +396,16 @@ SESSION_FLOWS = [
     session_login_flow,
     session_rotate_and_revoke,
 ]
+LOCK_FLOWS = [
+    lock_acquire_release,
+    lock_hold_keepalive,
+]
 
 FLOWS = (
     [("KeyValue", flow) for flow in KEYVALUE_FLOWS]
     + [("Hash", flow) for flow in HASH_FLOWS]
     + [("Session", flow) for flow in SESSION_FLOWS]
+    + [("Lock", flow) for flow in LOCK_FLOWS]
 )
 
 
