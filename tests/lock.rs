@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::locks::{acquire, acquire_request, inspect, release, start, wait_for_waiters};
 use common::{
     Gateway, assert_code, assert_status, duration, shared_redis, start_with, unique_key,
     with_deadline,
@@ -19,80 +20,10 @@ use redis_gateway::pb::lock_client::LockClient;
 use redis_gateway::pb::transaction_guard::Guard;
 use redis_gateway::pb::transaction_operation::Op;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Locks = LockClient<Channel>;
-
-async fn start() -> (Gateway, Locks) {
-    let (gateway, _) = start_with(&[]).await;
-    let locks = LockClient::new(gateway.channel().await);
-    (gateway, locks)
-}
-
-fn acquire_request(name: &str, ttl: Duration, wait: Duration) -> pb::LockAcquireRequest {
-    pb::LockAcquireRequest {
-        name: name.to_owned(),
-        ttl: Some(duration(ttl)),
-        wait_timeout: (!wait.is_zero()).then(|| duration(wait)),
-        owner: "test".into(),
-        lock_delay: None,
-    }
-}
-
-async fn acquire(
-    locks: &mut Locks,
-    name: &str,
-    ttl: Duration,
-    wait: Duration,
-) -> pb::LockAcquireResponse {
-    locks
-        .acquire(acquire_request(name, ttl, wait))
-        .await
-        .expect("acquire")
-        .into_inner()
-}
-
-async fn release(locks: &mut Locks, name: &str, token: &str) -> bool {
-    locks
-        .release(pb::LockReleaseRequest {
-            name: name.to_owned(),
-            token: token.to_owned(),
-        })
-        .await
-        .expect("release")
-        .into_inner()
-        .released
-}
-
-async fn inspect(locks: &mut Locks, name: &str) -> pb::LockInspectResponse {
-    locks
-        .inspect(pb::LockInspectRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .expect("inspect")
-        .into_inner()
-}
 
 fn millis(value: &Option<prost_types::Duration>) -> i64 {
     let value = value.as_ref().expect("duration set");
     value.seconds * 1000 + i64::from(value.nanos) / 1_000_000
-}
-
-/// Polls Inspect until `waiters` callers are queued on `name`.
-async fn wait_for_waiters(locks: &mut Locks, name: &str, waiters: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = inspect(locks, name).await.waiters;
-        if seen == waiters {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{seen} waiters on {name}, expected {waiters}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -318,7 +249,7 @@ async fn a_waiter_acquires_promptly_after_the_release() {
             .await;
             (granted, Instant::now())
         });
-        wait_for_waiters(&mut locks, &name, 1).await;
+        wait_for_waiters(&mut locks, &name, 1, Duration::from_secs(10)).await;
         // Past the first backoff steps, so only the wake-up can explain a quick acquisition.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let released_at = Instant::now();
@@ -367,11 +298,11 @@ async fn waiters_are_served_in_arrival_order_and_a_cancelled_one_is_skipped() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert!(release(&mut client, &name, &granted.token).await);
         }));
-        wait_for_waiters(&mut locks, &name, index + 1).await;
+        wait_for_waiters(&mut locks, &name, index + 1, Duration::from_secs(10)).await;
     }
     // Waiter 1 gives up (its call is dropped): its place goes at once.
     waiters[1].abort();
-    wait_for_waiters(&mut locks, &name, 3).await;
+    wait_for_waiters(&mut locks, &name, 3, Duration::from_secs(10)).await;
     // A free-riding acquisition without waiting is refused while others queue.
     assert!(release(&mut locks, &name, &held.token).await);
     let late = acquire(&mut locks, &name, Duration::from_secs(30), Duration::ZERO).await;
@@ -517,7 +448,7 @@ async fn a_wait_never_outlives_the_call_deadline() {
         Err(status) => assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}"),
     }
     assert!(took < Duration::from_millis(600), "answered after {took:?}");
-    wait_for_waiters(&mut locks, &name, 0).await;
+    wait_for_waiters(&mut locks, &name, 0, Duration::from_secs(10)).await;
     // wait_timeout shorter than the deadline: acquired=false when it runs out.
     let started = Instant::now();
     let short = acquire(
@@ -731,7 +662,7 @@ async fn waiters_share_one_subscription_and_a_release_wakes_only_the_next() {
             .await
         }));
     }
-    wait_for_waiters(&mut locks, &name, WAITERS).await;
+    wait_for_waiters(&mut locks, &name, WAITERS, Duration::from_secs(10)).await;
 
     // One subscriber connection in Redis for all of them (polled: it connects in the
     // background at start).
@@ -803,7 +734,7 @@ async fn a_dead_gateways_waiter_does_not_block_the_queue() {
             ))
             .await
     });
-    wait_for_waiters(&mut locks, &name, 1).await;
+    wait_for_waiters(&mut locks, &name, 1, Duration::from_secs(10)).await;
     let mut behind = locks.clone();
     let behind_name = name.clone();
     let survivor = tokio::spawn(async move {
@@ -815,7 +746,7 @@ async fn a_dead_gateways_waiter_does_not_block_the_queue() {
         )
         .await
     });
-    wait_for_waiters(&mut locks, &name, 2).await;
+    wait_for_waiters(&mut locks, &name, 2, Duration::from_secs(10)).await;
 
     doomed.child.start_kill().unwrap();
     doomed.child.wait().await.unwrap();

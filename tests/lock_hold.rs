@@ -9,10 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::locks::{Locks, acquire, inspect, release, start, wait_for_waiters};
 use common::process::{GatewayProcess, start_gateway_process};
 use common::{
-    Gateway, RedisServer, assert_status, connect_channel, duration, shared_redis, start_with,
-    unique_key,
+    Gateway, RedisServer, assert_status, connect_channel, duration, shared_redis, unique_key,
 };
 use fred::prelude::*;
 use redis_gateway::pb;
@@ -20,19 +20,11 @@ use redis_gateway::pb::lock_client::LockClient;
 use redis_gateway::pb::lock_hold_response::{Acquired, Event, Lost};
 use tonic::Code;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
-type Locks = LockClient<Channel>;
 type HoldStream = Streaming<pb::LockHoldResponse>;
 
 /// How long a test waits for an event that should come at once (loaded 2-core machine).
 const PROMPTLY: Duration = Duration::from_secs(5);
-
-async fn start() -> (Gateway, Locks) {
-    let (gateway, _) = start_with(&[]).await;
-    let locks = LockClient::new(gateway.channel().await);
-    (gateway, locks)
-}
 
 fn hold_request(name: &str, ttl: Duration, wait: Duration) -> pb::LockHoldRequest {
     pb::LockHoldRequest {
@@ -84,67 +76,6 @@ async fn expect_end(stream: &mut HoldStream) {
         after.is_none(),
         "the stream went on after `lost`: {after:?}"
     );
-}
-
-fn acquire_request(name: &str, ttl: Duration, wait: Duration) -> pb::LockAcquireRequest {
-    pb::LockAcquireRequest {
-        name: name.to_owned(),
-        ttl: Some(duration(ttl)),
-        wait_timeout: (!wait.is_zero()).then(|| duration(wait)),
-        owner: "acquire-test".into(),
-        lock_delay: None,
-    }
-}
-
-async fn acquire(
-    locks: &mut Locks,
-    name: &str,
-    ttl: Duration,
-    wait: Duration,
-) -> pb::LockAcquireResponse {
-    locks
-        .acquire(acquire_request(name, ttl, wait))
-        .await
-        .expect("acquire")
-        .into_inner()
-}
-
-async fn release(locks: &mut Locks, name: &str, token: &str) -> bool {
-    locks
-        .release(pb::LockReleaseRequest {
-            name: name.to_owned(),
-            token: token.to_owned(),
-        })
-        .await
-        .expect("release")
-        .into_inner()
-        .released
-}
-
-async fn inspect(locks: &mut Locks, name: &str) -> pb::LockInspectResponse {
-    locks
-        .inspect(pb::LockInspectRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .expect("inspect")
-        .into_inner()
-}
-
-/// Polls Inspect until `waiters` callers are queued on `name`, failing after `within`.
-async fn wait_for_waiters(locks: &mut Locks, name: &str, waiters: u32, within: Duration) {
-    let started = Instant::now();
-    loop {
-        let seen = inspect(locks, name).await.waiters;
-        if seen == waiters {
-            return;
-        }
-        assert!(
-            started.elapsed() < within,
-            "{seen} waiters on {name} after {within:?}, expected {waiters}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Polls Inspect until `name` is free; returns how long that took, failing after `within`.

@@ -81,25 +81,55 @@ struct Wanted {
     wait: Duration,
 }
 
+/// The fields Acquire and Hold requests share.
+struct AcquisitionFields<'a> {
+    name: &'a str,
+    ttl: Option<&'a prost_types::Duration>,
+    wait_timeout: Option<&'a prost_types::Duration>,
+    owner: &'a str,
+    lock_delay: Option<&'a prost_types::Duration>,
+}
+
+impl<'a> From<&'a pb::LockAcquireRequest> for AcquisitionFields<'a> {
+    fn from(request: &'a pb::LockAcquireRequest) -> Self {
+        Self {
+            name: &request.name,
+            ttl: request.ttl.as_ref(),
+            wait_timeout: request.wait_timeout.as_ref(),
+            owner: &request.owner,
+            lock_delay: request.lock_delay.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a pb::LockHoldRequest> for AcquisitionFields<'a> {
+    fn from(request: &'a pb::LockHoldRequest) -> Self {
+        Self {
+            name: &request.name,
+            ttl: request.ttl.as_ref(),
+            wait_timeout: request.wait_timeout.as_ref(),
+            owner: &request.owner,
+            lock_delay: request.lock_delay.as_ref(),
+        }
+    }
+}
+
 impl Wanted {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
+    /// Validates an Acquire or Hold request.
+    fn new<'a>(
         limits: &Limits,
         namespace: &Namespace,
-        name: &str,
-        ttl: Option<&prost_types::Duration>,
-        wait_timeout: Option<&prost_types::Duration>,
-        owner_label: String,
-        lock_delay: Option<&prost_types::Duration>,
+        request: impl Into<AcquisitionFields<'a>>,
     ) -> Result<Self, Error> {
-        limits.name("name", name)?;
-        let ttl_ms = limits.required_ttl("ttl", ttl)?;
-        let wait = limits.wait("wait_timeout", wait_timeout)?;
-        let delay_ms = limits.wait("lock_delay", lock_delay)?.as_millis() as u64;
-        owner(limits, &owner_label)?;
+        let request = request.into();
+        limits.name("name", request.name)?;
+        let ttl_ms = limits.required_ttl("ttl", request.ttl)?;
+        let wait = limits.wait("wait_timeout", request.wait_timeout)?;
+        let delay_ms = limits.wait("lock_delay", request.lock_delay)?.as_millis() as u64;
+        owner(limits, request.owner)?;
         Ok(Self {
-            keys: namespace.lock_keys(name),
-            owner: owner_label,
+            keys: namespace.lock_keys(request.name),
+            owner: request.owner.to_owned(),
             ttl_ms,
             delay_ms,
             wait,
@@ -329,15 +359,7 @@ impl Lock for LockService {
     ) -> Result<Response<pb::LockAcquireResponse>, Status> {
         let call = self.context.call(&request);
         let request = request.into_inner();
-        let wanted = Wanted::new(
-            self.context.limits(),
-            &call.namespace,
-            &request.name,
-            request.ttl.as_ref(),
-            request.wait_timeout.as_ref(),
-            request.owner,
-            request.lock_delay.as_ref(),
-        )?;
+        let wanted = Wanted::new(self.context.limits(), &call.namespace, &request)?;
         let granted = acquire(&self.context, &call, &wanted).await?;
         let hash_tag = wanted.hash_tag();
         Ok(Response::new(match granted {
@@ -402,15 +424,7 @@ impl Lock for LockService {
     ) -> Result<Response<Self::HoldStream>, Status> {
         let call = self.context.call(&request);
         let request = request.into_inner();
-        let wanted = Wanted::new(
-            self.context.limits(),
-            &call.namespace,
-            &request.name,
-            request.ttl.as_ref(),
-            request.wait_timeout.as_ref(),
-            request.owner,
-            request.lock_delay.as_ref(),
-        )?;
+        let wanted = Wanted::new(self.context.limits(), &call.namespace, &request)?;
         let context = self.context.clone();
         Ok(Response::new(self.context.stream_managed(move |sink| {
             hold(context, call, wanted, sink)

@@ -8,6 +8,7 @@
 //! - [`process::start_gateway_process`]: the gateway binary as its own process.
 #![allow(dead_code)]
 
+pub mod locks;
 pub mod process;
 
 use std::collections::HashSet;
