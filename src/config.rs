@@ -162,6 +162,20 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_TTL", default_value = "365d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// Leave Redis' notify-keyspace-events alone: by default the gateway adds the flags the
+    /// expiry stream needs (`Exeg`), merged with those already set.
+    #[arg(long, env = "GATEWAY_NO_CONFIGURE_KEYSPACE_EVENTS", default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub no_configure_keyspace_events: bool,
+
+    /// About how many key events the expiry stream retains for clients that resume.
+    #[arg(long, env = "GATEWAY_EXPIRY_RETENTION", default_value_t = 100_000)]
+    pub expiry_retention: u64,
+
+    /// How long key events are still recorded after the last WatchExpirations client left, so
+    /// one that reconnects within it can resume without missing any.
+    #[arg(long, env = "GATEWAY_EXPIRY_RESUME_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub expiry_resume_window: Duration,
+
     /// Longest `wait_timeout` and `lock_delay` a Lock call may ask for.
     #[arg(long, env = "GATEWAY_MAX_LOCK_WAIT", default_value = "1h", value_parser = parse_duration)]
     pub max_lock_wait: Duration,
@@ -316,6 +330,12 @@ impl Config {
                  a Transaction must never be half-applied because Redis rejected an expiry",
             ));
         }
+        if self.expiry_retention < 100 || self.expiry_retention > 100_000_000 {
+            return Err(ConfigError::new(
+                "--expiry-retention / GATEWAY_EXPIRY_RETENTION",
+                "must be between 100 and 100000000 events",
+            ));
+        }
         if self.max_lock_wait > MAX_TTL_LIMIT {
             return Err(ConfigError::new(
                 "--max-lock-wait / GATEWAY_MAX_LOCK_WAIT",
@@ -399,6 +419,12 @@ impl std::fmt::Debug for Config {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
             .field("max_lock_wait", &self.max_lock_wait)
+            .field(
+                "no_configure_keyspace_events",
+                &self.no_configure_keyspace_events,
+            )
+            .field("expiry_retention", &self.expiry_retention)
+            .field("expiry_resume_window", &self.expiry_resume_window)
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("session_absolute_timeout", &self.session_absolute_timeout)
             .field("health_interval", &self.health_interval)

@@ -225,6 +225,13 @@ async fn serve_all(
         config.redis_connect_timeout,
         shutdown.clone(),
     ));
+    // The key-event feed of WatchExpirations: writer election, recording, reading.
+    shared.tasks.spawn(shared.expiry.clone().run(
+        redis.clone(),
+        fred_config.clone(),
+        config.redis_connect_timeout,
+        shutdown.clone(),
+    ));
     let probe = shared.tasks.spawn(probe_redis(
         redis.clone(),
         health.clone(),

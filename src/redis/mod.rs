@@ -9,6 +9,9 @@
 //!   (Session), [`locks`] (Lock), [`transaction`] (KeyValue's guarded transactions), [`scan`]
 //!   (cursor scans, streamed in pages).
 //! - [`wakeups`]: the process's one pub/sub subscription, which wakes lock waiters.
+//! - [`expiry`]: the key-event feed behind WatchExpirations (one elected writer records
+//!   keyspace events into a capped stream; every process reads it); [`keyspace`]: the
+//!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching.
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
@@ -17,8 +20,11 @@
 
 pub mod call;
 pub mod embedded;
+pub mod expiry;
+pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod keyspace;
 pub mod locks;
 pub mod scan;
 pub mod scripts;

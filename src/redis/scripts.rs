@@ -62,3 +62,11 @@ pub static SESSION: LazyLock<Script> =
 
 /// Every Lock operation (see the script's header for the storage layout).
 pub static LOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lock.lua")));
+
+/// Appends key events to the expiry stream.
+pub static EXPIRY_APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/expiry_append.lua")));
+
+/// Elects the process that records key events.
+pub static EXPIRY_WRITER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/expiry_writer.lua")));

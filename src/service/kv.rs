@@ -349,6 +349,18 @@ impl KeyValue for KeyValueService {
         Ok(Response::new(stream))
     }
 
+    type WatchExpirationsStream = ResponseStream<pb::KeyValueWatchExpirationsResponse>;
+
+    async fn watch_expirations(
+        &self,
+        request: Request<pb::KeyValueWatchExpirationsRequest>,
+    ) -> Result<Response<Self::WatchExpirationsStream>, Status> {
+        let call = self.context.call(&request);
+        let stream =
+            super::kv_watch::watch_expirations(&self.context, call, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn transaction(
         &self,
         request: Request<pb::KeyValueTransactionRequest>,

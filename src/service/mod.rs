@@ -8,6 +8,7 @@
 pub mod hash;
 pub mod kv;
 mod kv_convert;
+mod kv_watch;
 pub mod lock;
 pub mod session;
 mod stream;
@@ -24,6 +25,7 @@ use tonic::metadata::MetadataMap;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
+use crate::redis::expiry::{ExpiryFeed, FeedSettings};
 use crate::redis::wakeups::Wakeups;
 use crate::redis::{Call, Namespace, Redis};
 pub use stream::{ResponseStream, Sink};
@@ -44,6 +46,8 @@ pub struct Shared {
     pub session_defaults: SessionDefaults,
     /// The lock waiters of this process, woken through its one pub/sub subscription.
     pub lock_wakeups: Arc<Wakeups>,
+    /// The key-event feed of WatchExpirations.
+    pub expiry: Arc<ExpiryFeed>,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -68,6 +72,12 @@ impl Shared {
                 absolute: config.session_absolute_timeout,
             },
             lock_wakeups: Arc::default(),
+            expiry: Arc::new(ExpiryFeed::new(FeedSettings {
+                configure: !config.no_configure_keyspace_events,
+                retention: config.expiry_retention,
+                resume_window: config.expiry_resume_window,
+                database: config.redis_db,
+            })),
         }
     }
 }

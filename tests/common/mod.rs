@@ -59,6 +59,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// The running process, if any.
     child: Mutex<Option<Child>>,
+    /// Extra redis-server arguments, kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -68,16 +70,23 @@ impl RedisServer {
     /// take it in between: then either redis-server fails to bind and exits, or someone else
     /// answers. Only a reply naming this child's pid counts; otherwise another port is tried.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`RedisServer::start`], with extra redis-server arguments (e.g. `--maxmemory 2mb`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut failures = Vec::new();
         for _ in 0..10 {
             let port = free_port();
-            match spawn_redis_server(port, dir.path()) {
+            match spawn_redis_server(port, dir.path(), &extra) {
                 Ok(child) => {
                     return Self {
                         port,
                         dir,
                         child: Mutex::new(Some(child)),
+                        extra,
                     };
                 }
                 Err(failure) => failures.push(format!("port {port}: {failure}")),
@@ -126,7 +135,7 @@ impl RedisServer {
     /// Starts the server again on the same port.
     pub fn restart(&self) {
         self.stop();
-        let child = spawn_redis_server(self.port, self.dir.path())
+        let child = spawn_redis_server(self.port, self.dir.path(), &self.extra)
             .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
         *self.child.lock().unwrap() = Some(child);
     }
@@ -149,7 +158,7 @@ impl Drop for RedisServer {
 /// Starts redis-server on `port` with its files in `dir` and waits until it answers as itself:
 /// `INFO server` must report the child's own pid. On failure the child is gone and the error
 /// says who held the port.
-fn spawn_redis_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+fn spawn_redis_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string()])
@@ -158,6 +167,7 @@ fn spawn_redis_server(port: u16, dir: &std::path::Path) -> Result<Child, String>
         .args(["--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: prctl is async-signal-safe. The server dies with the thread that started it

@@ -1,0 +1,903 @@
+//! The key-event feed behind KeyValue.WatchExpirations: one writer records, every replica
+//! reads, each fans out in-process.
+//!
+//! - **Writer.** While anyone watches (any replica refreshes an interest key), the gateway
+//!   processes elect one writer (a lease key, renewed every second). The writer subscribes to
+//!   Redis' key*event* channels (expired, evicted, del) on its own connection and appends each
+//!   event, in batches, to a capped Redis stream ([`EVENTS_KEY`], about `--expiry-retention`
+//!   entries). When its subscription is re-established, or when it takes over from a writer
+//!   that was live, it appends a `gap` marker: pub/sub loses what happens meanwhile.
+//! - **Readers.** Every process with watchers reads the stream from its last entry id on a
+//!   dedicated connection (XREAD BLOCK) and broadcasts each entry to its local watchers through
+//!   one bounded ring ([`tokio::sync::broadcast`]): a watcher that falls behind loses the oldest
+//!   entries and is told how many (`gap{lagged}`), and never slows the others.
+//! - **Resume.** An entry's id is the cursor a client gets with every event; reconnecting with
+//!   `resume_after` replays the retained entries after it (XRANGE) before going live, on any
+//!   replica. Recording continues `--expiry-resume-window` after the last watcher leaves, so a
+//!   client that reconnects within it misses nothing that is still retained.
+//!
+//! Keyspace notifications are node-local; this module serves a single Redis (Cluster support
+//! subscribes to every primary).
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::config::{Config as FredConfig, TcpConfig};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::keyspace::KeyspaceEvents;
+use super::locks::random_id;
+use super::scripts::{EXPIRY_APPEND, EXPIRY_WRITER};
+use super::{Call, Namespace, Redis, reply_array, reply_i64};
+use crate::error::{Error, Idempotency};
+
+/// The capped stream of recorded key events.
+pub const EVENTS_KEY: &str = "__gw:expiry:events";
+/// The writer's lease.
+const WRITER_KEY: &str = "__gw:expiry:writer";
+/// Present while a writer is subscribed.
+const LIVE_KEY: &str = "__gw:expiry:live";
+/// Present while someone watches, and for the resume window after.
+const INTEREST_KEY: &str = "__gw:expiry:interest";
+/// The writer's lease and live flag last this long without renewal.
+const WRITER_LEASE: Duration = Duration::from_secs(3);
+/// How often the writer election and interest run.
+const TICK: Duration = Duration::from_millis(500);
+/// Entries held for local watchers; a watcher further behind gets `gap{lagged}`.
+pub const LOCAL_BUFFER: usize = 4096;
+/// Key events the writer's subscriber buffers before it must report `gap{overloaded}`.
+const SUBSCRIBER_BUFFER: usize = 65_536;
+/// Entries read per XREAD, and events appended per script run.
+const BATCH: usize = 256;
+/// How long one XREAD blocks waiting for entries.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+
+/// A position in the event stream (a Redis stream entry id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Cursor {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (ms, seq) = text.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Its TTL ran out.
+    Expired,
+    /// Evicted under maxmemory.
+    Evicted,
+    /// Deleted by a client.
+    Deleted,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Evicted => "evicted",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "expired" => Some(Self::Expired),
+            "evicted" => Some(Self::Evicted),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+
+    /// The kind of a key*event* notification's operation (its channel's last part, as fred
+    /// parses `__keyevent@0__:expired` …).
+    fn of_operation(operation: &str) -> Option<Self> {
+        match operation {
+            "expired" => Some(Self::Expired),
+            "evicted" => Some(Self::Evicted),
+            "del" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// A key event.
+    Event {
+        /// Its position.
+        cursor: Cursor,
+        /// What happened.
+        kind: EventKind,
+        /// The full Redis key (namespace included).
+        key: Bytes,
+        /// When the writer received it, ms since the epoch.
+        observed_ms: i64,
+    },
+    /// Events may be missing before this point.
+    Gap {
+        /// Its position.
+        cursor: Cursor,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FeedItem {
+    /// The entry's position.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Self::Event { cursor, .. } | Self::Gap { cursor, .. } => *cursor,
+        }
+    }
+}
+
+/// Settings of the feed.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// Add missing notify-keyspace-events flags (CONFIG SET).
+    pub configure: bool,
+    /// About how many entries the stream keeps.
+    pub retention: u64,
+    /// How long recording continues after the last watcher left.
+    pub resume_window: Duration,
+    /// The Redis database whose events are watched.
+    pub database: u8,
+}
+
+/// The process's key-event feed (see the module docs).
+#[derive(Debug)]
+pub struct ExpiryFeed {
+    settings: FeedSettings,
+    sender: broadcast::Sender<Arc<FeedItem>>,
+    /// The last entry broadcast; read together with subscribing, so a new watcher's cursor
+    /// and the entries it receives leave nothing out.
+    last: Mutex<Option<Cursor>>,
+    watchers: AtomicUsize,
+    watchers_changed: Notify,
+    /// The reader has its starting point and is reading.
+    reader_ready: watch::Sender<bool>,
+    /// What Redis' notify-keyspace-events allow, once known.
+    keyspace: watch::Sender<Option<KeyspaceEvents>>,
+}
+
+/// A watcher's hold on the feed; dropping it unregisters the watcher.
+pub struct Watch {
+    feed: Arc<ExpiryFeed>,
+}
+
+impl Watch {
+    /// The entries broadcast from now on, and the position of the last one before them (every
+    /// entry up to it is in the stream, for a replay).
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedItem>>, Cursor) {
+        let last = lock(&self.feed.last);
+        let receiver = self.feed.sender.subscribe();
+        (receiver, last.unwrap_or_default())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.feed.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.feed.watchers_changed.notify_waiters();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a plain read or write: a panic cannot leave it half done.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A dedicated connection (pub/sub or blocking reads), reconnecting forever.
+fn dedicated_client(fred: &FredConfig, timeout: Duration) -> Result<Client, Error> {
+    Builder::from_config(fred.clone())
+        .with_connection_config(|connection| {
+            connection.connection_timeout = timeout;
+            connection.internal_command_timeout = timeout;
+            connection.max_command_attempts = 1;
+            connection.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..TcpConfig::default()
+            };
+        })
+        .with_performance_config(|performance| {
+            // Key events arrive in bursts (a sweep expiring thousands of keys); the recorder
+            // drains them in batches, and what overflows this is reported as a gap.
+            performance.broadcast_channel_capacity = SUBSCRIBER_BUFFER;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|err| Error::Internal(format!("building a Redis client: {err}")))
+}
+
+impl ExpiryFeed {
+    /// A feed with `settings`; [`ExpiryFeed::run`] starts it.
+    pub fn new(settings: FeedSettings) -> Self {
+        Self {
+            settings,
+            sender: broadcast::channel(LOCAL_BUFFER).0,
+            last: Mutex::new(None),
+            watchers: AtomicUsize::new(0),
+            watchers_changed: Notify::new(),
+            reader_ready: watch::Sender::new(false),
+            keyspace: watch::Sender::new(None),
+        }
+    }
+
+    /// Watchers of this process now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// What the keyspace flags allow, if known yet.
+    pub fn keyspace(&self) -> Option<KeyspaceEvents> {
+        self.keyspace.borrow().clone()
+    }
+
+    /// Registers a watcher, which starts recording and reading; [`Watch::subscribe`] once
+    /// [`ExpiryFeed::wait_until_live`] says they run.
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        self.watchers_changed.notify_waiters();
+        Watch { feed: self.clone() }
+    }
+
+    /// Waits until events are being recorded and read, so that a key expiring from now on is
+    /// delivered; the cursor to resume after, as of then. Fails with UNAVAILABLE after
+    /// `within`.
+    pub async fn wait_until_live(&self, redis: &Redis, within: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        let call = Call::new(None, redis.command_timeout(), Namespace::default());
+        let mut ready = self.reader_ready.subscribe();
+        loop {
+            if *ready.borrow_and_update() {
+                let live: i64 = redis
+                    .run(&call, Idempotency::Idempotent, |client| async move {
+                        client.exists(LIVE_KEY).await
+                    })
+                    .await?;
+                if live == 1 {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    message: "the gateway could not start recording key events in time; retry"
+                        .into(),
+                    outcome_unknown: false,
+                });
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), ready.changed()).await;
+        }
+    }
+
+    /// Runs the writer election, the interest refresh and the reader until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        redis: Redis,
+        fred: FredConfig,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let reader = tokio::spawn(self.clone().read(fred.clone(), timeout, shutdown.clone()));
+        match self.keyspace_check(&redis).await {
+            Ok(state) => {
+                if let KeyspaceEvents::Unavailable(message) = &state {
+                    tracing::warn!("{message}");
+                }
+                self.keyspace.send_replace(Some(state));
+            }
+            Err(err) => tracing::debug!(error = %err, "keyspace flags not checked yet"),
+        }
+        self.write(redis, fred, timeout, shutdown).await;
+        let _ = reader.await;
+    }
+
+    async fn keyspace_check(&self, redis: &Redis) -> Result<KeyspaceEvents, Error> {
+        redis.ensure_keyspace_events(self.settings.configure).await
+    }
+
+    /// The writer side: election, interest, and (while elected) the subscription.
+    async fn write(
+        self: &Arc<Self>,
+        redis: Redis,
+        fred: FredConfig,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let id = match random_id() {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::error!(error = %err, "key-event recording disabled");
+                return;
+            }
+        };
+        let call = || Call::new(None, redis.command_timeout(), Namespace::default());
+        let mut subscription: Option<Subscription> = None;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = self.watchers_changed.notified() => {}
+                () = shutdown.cancelled() => break,
+            }
+            let window = self.settings.resume_window.as_millis() as u64;
+            let interested = if self.watchers() > 0 {
+                let refreshed = redis
+                    .run(&call(), Idempotency::Idempotent, |client| async move {
+                        client
+                            .set::<(), _, _>(
+                                INTEREST_KEY,
+                                1,
+                                Some(Expiration::PX(window.max(1) as i64)),
+                                None,
+                                false,
+                            )
+                            .await
+                    })
+                    .await;
+                if let Err(err) = refreshed {
+                    tracing::debug!(error = %err, "refreshing key-event interest failed");
+                }
+                true
+            } else {
+                redis
+                    .run(&call(), Idempotency::Idempotent, |client| async move {
+                        client.exists::<i64, _>(INTEREST_KEY).await
+                    })
+                    .await
+                    .map(|exists| exists == 1)
+                    .unwrap_or(subscription.is_some())
+            };
+            if !interested {
+                if let Some(ended) = subscription.take() {
+                    ended.stop(&redis, &id).await;
+                }
+                continue;
+            }
+            let elected = redis
+                .eval(
+                    &call(),
+                    Idempotency::AtMostOnce,
+                    &EXPIRY_WRITER,
+                    vec![WRITER_KEY.into(), LIVE_KEY.into()],
+                    vec![
+                        id.as_str().into(),
+                        (WRITER_LEASE.as_millis() as i64).to_string().into(),
+                    ],
+                )
+                .await
+                .and_then(reply_i64);
+            match elected {
+                Ok(0) => {
+                    if let Some(ended) = subscription.take() {
+                        tracing::info!("another gateway records key events now");
+                        ended.abort();
+                    }
+                }
+                Ok(outcome) => {
+                    if subscription.is_none() {
+                        match self.subscribe(&redis, &fred, timeout, outcome == 3).await {
+                            Ok(started) => subscription = Some(started),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "recording key events failed to start; retrying");
+                                continue;
+                            }
+                        }
+                    }
+                    let live = redis
+                        .run(&call(), Idempotency::Idempotent, |client| {
+                            let id = id.clone();
+                            async move {
+                                client
+                                    .set::<(), _, _>(
+                                        LIVE_KEY,
+                                        id,
+                                        Some(Expiration::PX(WRITER_LEASE.as_millis() as i64)),
+                                        None,
+                                        false,
+                                    )
+                                    .await
+                            }
+                        })
+                        .await;
+                    if let Err(err) = live {
+                        tracing::debug!(error = %err, "renewing the live flag failed");
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "the key-event writer election failed"),
+            }
+        }
+        if let Some(ended) = subscription.take() {
+            ended.stop(&redis, &id).await;
+        }
+    }
+
+    /// Checks the flags, subscribes to the key-event channels and starts appending.
+    async fn subscribe(
+        self: &Arc<Self>,
+        redis: &Redis,
+        fred: &FredConfig,
+        timeout: Duration,
+        took_over: bool,
+    ) -> Result<Subscription, Error> {
+        let state = self.keyspace_check(redis).await?;
+        self.keyspace.send_replace(Some(state.clone()));
+        if let KeyspaceEvents::Unavailable(message) = state {
+            return Err(Error::FailedPrecondition(message));
+        }
+        let client = dedicated_client(fred, timeout)?;
+        // fred routes key-event messages to its keyspace channel, not to `message_rx`.
+        let mut messages = client.keyspace_event_rx();
+        let mut connections = client.reconnect_rx();
+        let connection = client.connect();
+        let db = self.settings.database;
+        let channels: Vec<String> = ["expired", "evicted", "del"]
+            .iter()
+            .map(|event| format!("__keyevent@{db}__:{event}"))
+            .collect();
+        let subscribed = async {
+            client
+                .wait_for_connect()
+                .await
+                .map_err(|err| Error::Internal(format!("connecting the subscriber: {err}")))?;
+            // The first connection was announced too; it is this one.
+            let _ = connections.try_recv();
+            client
+                .subscribe(channels.clone())
+                .await
+                .map_err(|err| Error::Internal(format!("subscribing to key events: {err}")))
+        };
+        if let Err(err) = tokio::time::timeout(timeout, subscribed)
+            .await
+            .unwrap_or_else(|_| Err(Error::redis_unreachable()))
+        {
+            connection.abort();
+            return Err(err);
+        }
+        tracing::info!(took_over, "recording key events");
+        let feed = self.clone();
+        let redis = redis.clone();
+        let subscriber = client.clone();
+        let task = tokio::spawn(async move {
+            let mut pending: VecDeque<(EventKind, Bytes, i64)> = VecDeque::new();
+            if took_over {
+                feed.append_gap(&redis, "reconnected").await;
+            }
+            loop {
+                tokio::select! {
+                    message = messages.recv() => match message {
+                        Ok(first) => {
+                            let mut next = Some(first);
+                            while let Some(event) = next.take() {
+                                if let Some(kind) = EventKind::of_operation(&event.operation) {
+                                    pending.push_back((kind, event.key.inner().clone(), now_ms()));
+                                }
+                                if pending.len() < BATCH {
+                                    next = messages.try_recv().ok();
+                                }
+                            }
+                            feed.append(&redis, pending.drain(..).collect()).await;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "the key-event recorder fell behind Redis");
+                            feed.append_gap(&redis, "overloaded").await;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    connected = connections.recv() => {
+                        if connected.is_err() {
+                            break;
+                        }
+                        // A new connection: Redis may have restarted (flags reset) and pub/sub
+                        // lost what happened meanwhile. The command pool may still be
+                        // reconnecting, so keep trying.
+                        let mut pause = Duration::from_millis(100);
+                        loop {
+                            match feed.keyspace_check(&redis).await {
+                                Ok(state) => {
+                                    feed.keyspace.send_replace(Some(state));
+                                    break;
+                                }
+                                Err(err) => {
+                                    tracing::debug!(error = %err, "re-checking keyspace flags failed; retrying");
+                                    tokio::time::sleep(pause).await;
+                                    pause = (pause * 2).min(Duration::from_secs(2));
+                                }
+                            }
+                        }
+                        if let Err(err) = subscriber.subscribe(channels.clone()).await {
+                            tracing::warn!(error = %err, "resubscribing to key events failed");
+                        }
+                        feed.append_gap(&redis, "reconnected").await;
+                    }
+                }
+            }
+        });
+        Ok(Subscription {
+            client,
+            task,
+            connection,
+        })
+    }
+
+    /// Appends events to the stream (one script run per batch).
+    async fn append(&self, redis: &Redis, events: Vec<(EventKind, Bytes, i64)>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut args: Vec<Value> = Vec::with_capacity(1 + events.len() * 3);
+        args.push(self.settings.retention.to_string().into());
+        for (kind, key, observed) in events {
+            args.push(kind.as_str().into());
+            args.push(Value::Bytes(key));
+            args.push(observed.to_string().into());
+        }
+        let call = Call::new(None, redis.command_timeout(), Namespace::default());
+        if let Err(err) = redis
+            .eval(
+                &call,
+                Idempotency::AtMostOnce,
+                &EXPIRY_APPEND,
+                vec![EVENTS_KEY.into()],
+                args,
+            )
+            .await
+        {
+            tracing::warn!(error = %err, "recording key events failed; watchers get a gap");
+        }
+    }
+
+    /// Appends a gap marker, retrying while Redis is unreachable (a gap must not be lost).
+    async fn append_gap(&self, redis: &Redis, reason: &str) {
+        let call = Call::new(None, redis.command_timeout(), Namespace::default());
+        let observed = now_ms().to_string();
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..30 {
+            let args = vec![
+                self.settings.retention.to_string().into(),
+                "gap".into(),
+                reason.into(),
+                observed.as_str().into(),
+            ];
+            match redis
+                .eval(
+                    &call,
+                    Idempotency::AtMostOnce,
+                    &EXPIRY_APPEND,
+                    vec![EVENTS_KEY.into()],
+                    args,
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::debug!(error = %err, "recording a key-event gap failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::warn!(reason, "recording a key-event gap failed");
+    }
+
+    /// The reader side: while this process has watchers, follows the stream and broadcasts.
+    async fn read(
+        self: Arc<Self>,
+        fred: FredConfig,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let client = match dedicated_client(&fred, timeout) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(error = %err, "key-event reading disabled");
+                return;
+            }
+        };
+        // Connected on the first watcher, so a gateway nobody watches holds no extra connection.
+        let mut connection = None;
+        let mut from: Option<Cursor> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if self.watchers() > 0 && connection.is_none() {
+                connection = Some(client.connect());
+            }
+            if self.watchers() == 0 {
+                self.reader_ready.send_replace(false);
+                from = None;
+                tokio::select! {
+                    () = self.watchers_changed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let start = match from {
+                Some(cursor) => cursor,
+                None => match last_entry(&client, timeout).await {
+                    Ok(last) => {
+                        *lock(&self.last) = Some(last);
+                        self.reader_ready.send_replace(true);
+                        from = Some(last);
+                        last
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "reading the key-event stream failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            let read = tokio::select! {
+                read = read_after(&client, start, timeout) => read,
+                () = shutdown.cancelled() => break,
+            };
+            match read {
+                Ok(items) => {
+                    for item in items {
+                        let cursor = item.cursor();
+                        let mut last = lock(&self.last);
+                        *last = Some(cursor);
+                        // No receiver is fine: the watchers may have just left.
+                        let _ = self.sender.send(Arc::new(item));
+                        drop(last);
+                        from = Some(cursor);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "reading the key-event stream failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.reader_ready.send_replace(false);
+        if let Some(connection) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+            connection.abort();
+        }
+    }
+}
+
+/// The writer's subscription while elected.
+struct Subscription {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+    connection: tokio::task::JoinHandle<Result<(), fred::error::Error>>,
+}
+
+impl Subscription {
+    /// Ends the subscription (lost the election): no goodbye to Redis needed.
+    fn abort(self) {
+        self.task.abort();
+        self.connection.abort();
+    }
+
+    /// Ends the subscription and gives up the writer lease so another process can take over
+    /// at once (the live flag runs out by itself, so the next writer reports a gap).
+    async fn stop(self, redis: &Redis, id: &str) {
+        self.task.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.quit()).await;
+        self.connection.abort();
+        let call = Call::new(None, redis.command_timeout(), Namespace::default());
+        let released = redis
+            .run(&call, Idempotency::Idempotent, |client| async move {
+                let current: Option<String> = client.get(WRITER_KEY).await?;
+                if current.as_deref() == Some(id) {
+                    client.del::<i64, _>(WRITER_KEY).await?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(err) = released {
+            tracing::debug!(error = %err, "giving up the writer lease failed; it runs out");
+        }
+    }
+}
+
+/// The id of the stream's last entry, or 0-0 when it is empty or missing.
+async fn last_entry(client: &Client, timeout: Duration) -> Result<Cursor, Error> {
+    let reply: Value = tokio::time::timeout(
+        timeout,
+        client.custom(
+            fred::cmd!("XREVRANGE"),
+            vec![EVENTS_KEY, "+", "-", "COUNT", "1"],
+        ),
+    )
+    .await
+    .map_err(|_| Error::redis_unreachable())?
+    .map_err(|err| Error::Internal(format!("XREVRANGE: {err}")))?;
+    Ok(parse_entries(reply)?
+        .last()
+        .map(FeedItem::cursor)
+        .unwrap_or_default())
+}
+
+/// Entries after `after`, waiting up to [`READ_BLOCK`] for some.
+async fn read_after(
+    client: &Client,
+    after: Cursor,
+    timeout: Duration,
+) -> Result<Vec<FeedItem>, Error> {
+    let block = READ_BLOCK.as_millis().to_string();
+    let count = BATCH.to_string();
+    let after = after.to_string();
+    let reply: Value = tokio::time::timeout(
+        READ_BLOCK + timeout,
+        client.custom(
+            fred::cmd!("XREAD"),
+            vec![
+                "COUNT", &count, "BLOCK", &block, "STREAMS", EVENTS_KEY, &after,
+            ],
+        ),
+    )
+    .await
+    .map_err(|_| Error::redis_unreachable())?
+    .map_err(|err| Error::Internal(format!("XREAD: {err}")))?;
+    // [[stream, [entries]]] or nil on timeout.
+    let Value::Array(streams) = reply else {
+        return Ok(Vec::new());
+    };
+    let mut items = Vec::new();
+    for stream in streams {
+        let mut parts = reply_array(stream)?.into_iter();
+        if let (Some(_name), Some(entries)) = (parts.next(), parts.next()) {
+            items.extend(parse_entries(entries)?);
+        }
+    }
+    Ok(items)
+}
+
+/// Reads XRANGE-style entries: `[[id, [field, value, …]], …]`.
+pub fn parse_entries(reply: Value) -> Result<Vec<FeedItem>, Error> {
+    let mut items = Vec::new();
+    for entry in reply_array(reply)? {
+        let mut parts = reply_array(entry)?.into_iter();
+        let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(cursor) = id.as_str().and_then(|id| id.parse().ok()) else {
+            continue;
+        };
+        let (mut kind, mut key, mut observed) = (None, None, 0);
+        let mut fields = reply_array(fields)?.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            match name.as_str().as_deref() {
+                Some("k") => kind = value.as_string(),
+                Some("key") => key = value.into_bytes(),
+                Some("t") => observed = value.as_i64().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        let (Some(kind), Some(key)) = (kind, key) else {
+            continue;
+        };
+        if kind == "gap" {
+            items.push(FeedItem::Gap {
+                cursor,
+                reason: String::from_utf8_lossy(&key).into_owned(),
+            });
+        } else if let Some(kind) = EventKind::parse(&kind) {
+            items.push(FeedItem::Event {
+                cursor,
+                kind,
+                key,
+                observed_ms: observed,
+            });
+        }
+    }
+    Ok(items)
+}
+
+impl Redis {
+    /// Retained entries after `after` (exclusive), up to `count`.
+    pub async fn expiry_entries_after(
+        &self,
+        call: &Call,
+        after: Cursor,
+        count: usize,
+    ) -> Result<Vec<FeedItem>, Error> {
+        let reply = self
+            .run(call, Idempotency::Idempotent, |client| {
+                let start = format!("({after}");
+                let count = count.to_string();
+                async move {
+                    client
+                        .custom::<Value, _>(
+                            fred::cmd!("XRANGE"),
+                            vec![EVENTS_KEY, &start, "+", "COUNT", &count],
+                        )
+                        .await
+                }
+            })
+            .await?;
+        parse_entries(reply)
+    }
+
+    /// Whether entries after `after` were trimmed from the stream (or it is gone), so a resume
+    /// from there misses some.
+    pub async fn expiry_truncated_after(&self, call: &Call, after: Cursor) -> Result<bool, Error> {
+        let reply = self
+            .run(call, Idempotency::Idempotent, |client| async move {
+                client
+                    .custom::<Value, _>(fred::cmd!("XINFO"), vec!["STREAM", EVENTS_KEY])
+                    .await
+            })
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // No stream: whatever came after `after` is gone.
+            Err(Error::Internal(_) | Error::FailedPrecondition(_)) => return Ok(true),
+            Err(err) => return Err(err),
+        };
+        let mut fields = reply_array(reply)?.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            if name.as_str().as_deref() == Some("max-deleted-entry-id") {
+                let deleted: Cursor = value
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or_default();
+                return Ok(deleted > after);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_order_and_round_trip() {
+        let a: Cursor = "1700000000000-0".parse().unwrap();
+        let b: Cursor = "1700000000000-1".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "1700000000000-1");
+        assert!("x".parse::<Cursor>().is_err());
+        assert!("1-".parse::<Cursor>().is_err());
+    }
+
+    #[test]
+    fn key_event_operations_name_their_kind() {
+        assert_eq!(EventKind::of_operation("expired"), Some(EventKind::Expired));
+        assert_eq!(EventKind::of_operation("evicted"), Some(EventKind::Evicted));
+        assert_eq!(EventKind::of_operation("del"), Some(EventKind::Deleted));
+        assert_eq!(EventKind::of_operation("set"), None);
+    }
+}
