@@ -41,6 +41,7 @@ use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
 use crate::service::hash::HashService;
+use crate::service::in_flight::InFlightLayer;
 use crate::service::kv::KeyValueService;
 use crate::service::lock::LockService;
 use crate::service::session::SessionService;
@@ -209,7 +210,10 @@ async fn serve_all(
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let redis = match connected {
-        Ok(redis) => redis,
+        Ok(redis) => {
+            shared.stats.pools.register(&redis);
+            redis
+        }
         Err(err) => {
             shutdown.cancel();
             join(others).await?;
@@ -310,6 +314,7 @@ impl<H: HealthApi> Worker<H> {
                 redis = Redis::connect(&self.config, fred_config, connections) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };
+            self.shared.stats.pools.register(&redis);
             let outcome = match seat.take().and_then(TcpListener::from_std) {
                 Ok(listener) => {
                     let _ = seated.send(());
@@ -352,6 +357,7 @@ impl<H: HealthApi> Worker<H> {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             // A span per call, at debug level: free when the log level is info.
             .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
+            .layer(InFlightLayer::new(shared.clone()))
             .add_service(self.health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
