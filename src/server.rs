@@ -36,6 +36,7 @@ use crate::pb;
 use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
 use crate::pb::lock_server::LockServer;
+use crate::pb::monitor_server::MonitorServer;
 use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
@@ -44,6 +45,7 @@ use crate::service::hash::HashService;
 use crate::service::in_flight::InFlightLayer;
 use crate::service::kv::KeyValueService;
 use crate::service::lock::LockService;
+use crate::service::monitor::MonitorService;
 use crate::service::session::SessionService;
 use crate::service::{Context, Shared};
 
@@ -97,6 +99,7 @@ const SERVICES: &[&str] = &[
     HashServer::<HashService>::NAME,
     SessionServer::<SessionService>::NAME,
     LockServer::<LockService>::NAME,
+    MonitorServer::<MonitorService>::NAME,
 ];
 
 /// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
@@ -345,7 +348,10 @@ impl<H: HealthApi> Worker<H> {
         let session = SessionServer::new(SessionService::new(context.clone()))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        let lock = LockServer::new(LockService::new(context))
+        let lock = LockServer::new(LockService::new(context.clone()))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        let monitor = MonitorServer::new(MonitorService::new(context))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
         let incoming = TcpIncoming::from(listener)
@@ -365,6 +371,7 @@ impl<H: HealthApi> Worker<H> {
             .add_service(hash)
             .add_service(session)
             .add_service(lock)
+            .add_service(monitor)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
                 async move {

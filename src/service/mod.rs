@@ -11,6 +11,7 @@ pub mod in_flight;
 pub mod kv;
 mod kv_convert;
 pub mod lock;
+pub mod monitor;
 pub mod session;
 mod stream;
 
@@ -46,6 +47,8 @@ pub struct Shared {
     pub session_defaults: SessionDefaults,
     /// The lock waiters of this process, woken through its one pub/sub subscription.
     pub lock_wakeups: Arc<Wakeups>,
+    /// What Monitor.GetHealth remembers between checks (whether Redis is evicting).
+    pub evictions: monitor::EvictionWatch,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -70,6 +73,7 @@ impl Shared {
                 absolute: config.session_absolute_timeout,
             },
             lock_wakeups: Arc::default(),
+            evictions: monitor::EvictionWatch::default(),
         }
     }
 }
