@@ -4,17 +4,20 @@
 //! one typed operation on [`crate::redis::Redis`] with the call's [`Call`] and plain values,
 //! map the result back to the response message. Server streams go through
 //! [`Context::stream`] (or [`Context::stream_managed`] when ending one must undo something). Status decisions live in [`crate::error`].
+//! [`in_flight`] is the tower layer that counts the calls being served, for [`Stats`].
 
 pub mod hash;
+pub mod in_flight;
 pub mod kv;
 mod kv_convert;
 pub mod lock;
+pub mod monitor;
 pub mod session;
 mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,7 +28,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, Redis};
+use crate::redis::{Call, Namespace, Pools, Redis};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -44,6 +47,8 @@ pub struct Shared {
     pub session_defaults: SessionDefaults,
     /// The lock waiters of this process, woken through its one pub/sub subscription.
     pub lock_wakeups: Arc<Wakeups>,
+    /// What Monitor.GetHealth remembers between checks (whether Redis is evicting).
+    pub evictions: monitor::EvictionWatch,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -68,17 +73,47 @@ impl Shared {
                 absolute: config.session_absolute_timeout,
             },
             lock_wakeups: Arc::default(),
+            evictions: monitor::EvictionWatch::default(),
         }
     }
 }
 
-/// The gateway's own counters (Monitor.GetGatewayStats will report them).
-#[derive(Debug, Default)]
+/// The gateway's own counters, process-wide (Monitor.GetGatewayStats reports them).
+#[derive(Debug)]
 pub struct Stats {
+    /// When this server started (its [`Shared`] was made), for the gateway's uptime.
+    pub started_at: Instant,
     /// Server streams open now.
     pub open_streams: AtomicU64,
     /// Server streams opened since start.
     pub streams_opened: AtomicU64,
+    /// gRPC calls being served now, streams included, counted by [`in_flight::InFlightLayer`]
+    /// from the request until the response body is finished or dropped.
+    pub in_flight_calls: AtomicU64,
+    /// Every runtime's Redis pool: pool size, connections up, reconnects.
+    pub pools: Pools,
+    /// Open expiry-event streams (WatchExpirations). Stays 0 until the expiry stream exists.
+    pub expiry_subscribers: AtomicU64,
+    /// Expiry events delivered to subscribers. Stays 0 until the expiry stream exists.
+    pub events_delivered: AtomicU64,
+    /// Expiry events dropped because a subscriber fell behind. Stays 0 until the expiry
+    /// stream exists.
+    pub events_dropped: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started_at: Instant::now(),
+            open_streams: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+            in_flight_calls: AtomicU64::new(0),
+            pools: Pools::default(),
+            expiry_subscribers: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a service needs: this runtime's Redis pool and the process-wide [`Shared`] state.
