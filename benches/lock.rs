@@ -152,10 +152,13 @@ async fn contended(channels: &[Channel], handoffs: usize, waiters: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| arg != "--bench")
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test --all-targets` runs benches too, without `--bench`: nothing to load then.
+    if !args.iter().any(|arg| arg == "--bench") {
+        println!("benches/lock.rs loads a running gateway: run scripts/bench-lock.sh");
+        return;
+    }
+    let args: Vec<String> = args.into_iter().filter(|arg| arg != "--bench").collect();
     let addr = args.first().cloned().unwrap_or_else(|| {
         eprintln!(
             "usage: cargo bench --bench lock -- <gateway host:port> [pairs] [clients] [waiters]"

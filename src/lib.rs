@@ -10,7 +10,10 @@
 //! - [`service`]: one module per gRPC service over a shared [`service::Context`]; handlers
 //!   validate, make one typed Redis call, map back; [`service::Context::stream`] serves every
 //!   server stream. The Lock service adds waiting (queued in Redis, woken through the
-//!   process's one pub/sub subscription, [`redis::wakeups`]) and Hold's renewals.
+//!   process's one pub/sub subscription, [`redis::wakeups`]) and Hold's renewals. The Monitor
+//!   service reports INFO per node ([`redis::info`]) and the gateway's own counters
+//!   ([`service::Stats`]), which a tower layer ([`service::in_flight`]) keeps for calls in
+//!   flight.
 //! - [`redis`]: the fred pool and how commands run (time budget, at-most-once writes, Lua by
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.

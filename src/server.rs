@@ -36,13 +36,16 @@ use crate::pb;
 use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
 use crate::pb::lock_server::LockServer;
+use crate::pb::monitor_server::MonitorServer;
 use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
 use crate::service::hash::HashService;
+use crate::service::in_flight::InFlightLayer;
 use crate::service::kv::KeyValueService;
 use crate::service::lock::LockService;
+use crate::service::monitor::MonitorService;
 use crate::service::session::SessionService;
 use crate::service::{Context, Shared};
 
@@ -96,6 +99,7 @@ const SERVICES: &[&str] = &[
     HashServer::<HashService>::NAME,
     SessionServer::<SessionService>::NAME,
     LockServer::<LockService>::NAME,
+    MonitorServer::<MonitorService>::NAME,
 ];
 
 /// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
@@ -209,7 +213,10 @@ async fn serve_all(
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let redis = match connected {
-        Ok(redis) => redis,
+        Ok(redis) => {
+            shared.stats.pools.register(&redis);
+            redis
+        }
         Err(err) => {
             shutdown.cancel();
             join(others).await?;
@@ -317,6 +324,7 @@ impl<H: HealthApi> Worker<H> {
                 redis = Redis::connect(&self.config, fred_config, connections) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };
+            self.shared.stats.pools.register(&redis);
             let outcome = match seat.take().and_then(TcpListener::from_std) {
                 Ok(listener) => {
                     let _ = seated.send(());
@@ -347,7 +355,10 @@ impl<H: HealthApi> Worker<H> {
         let session = SessionServer::new(SessionService::new(context.clone()))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        let lock = LockServer::new(LockService::new(context))
+        let lock = LockServer::new(LockService::new(context.clone()))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        let monitor = MonitorServer::new(MonitorService::new(context))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
         let incoming = TcpIncoming::from(listener)
@@ -359,6 +370,7 @@ impl<H: HealthApi> Worker<H> {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             // A span per call, at debug level: free when the log level is info.
             .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
+            .layer(InFlightLayer::new(shared.clone()))
             .add_service(self.health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
@@ -366,6 +378,7 @@ impl<H: HealthApi> Worker<H> {
             .add_service(hash)
             .add_service(session)
             .add_service(lock)
+            .add_service(monitor)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
                 async move {

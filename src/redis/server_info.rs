@@ -43,6 +43,11 @@ impl RedisVersion {
         let version = info
             .lines()
             .find_map(|line| line.trim().strip_prefix("redis_version:"))?;
+        Self::parse(version)
+    }
+
+    /// Reads `x.y.z` (a missing or unreadable minor or patch counts as 0).
+    pub fn parse(version: &str) -> Option<Self> {
         let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
         Some(Self {
             major: parts.next()??,

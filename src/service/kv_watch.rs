@@ -4,11 +4,12 @@
 //! events may be missing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Context, ResponseStream, Sink, timestamp};
+use super::{Context, ResponseStream, Sink, Stats, timestamp};
 use crate::error::Error;
 use crate::limits::glob_pattern;
 use crate::pb;
@@ -157,9 +158,12 @@ pub async fn watch_expirations(
     }
     let (mut receiver, live_from) = watch.subscribe();
     let redis = context.redis.clone();
+    let shared = context.shared.clone();
     Ok(context.stream(move |sink| async move {
-        // Registered for as long as the stream runs.
+        // Registered, and counted, for as long as the stream runs.
         let _watch = watch;
+        let _counted = Subscriber::count(&shared.stats);
+        let stats = &shared.stats;
         if !sink
             .send(message(Event::Subscribed(Subscribed {
                 cursor: live_from.to_string(),
@@ -195,10 +199,11 @@ pub async fn watch_expirations(
                         break 'replay;
                     }
                     from = item.cursor();
-                    if let Some(reply) = filter.message(&item)
-                        && !sink.send(reply).await
-                    {
-                        return Ok(());
+                    if let Some(reply) = filter.message(&item) {
+                        if !sink.send(reply).await {
+                            return Ok(());
+                        }
+                        stats.events_delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 if done {
@@ -214,11 +219,12 @@ pub async fn watch_expirations(
                         continue;
                     }
                     delivered = item.cursor();
-                    if !send(&sink, &filter, &item).await {
+                    if !send(&sink, &filter, &item, stats).await {
                         return Ok(());
                     }
                 }
                 Err(RecvError::Lagged(dropped)) => {
+                    stats.events_dropped.fetch_add(dropped, Ordering::Relaxed);
                     let gap = Gap {
                         reason: "lagged".into(),
                         dropped,
@@ -239,9 +245,36 @@ async fn send(
     sink: &Sink<pb::KeyValueWatchExpirationsResponse>,
     filter: &Filter,
     item: &Arc<FeedItem>,
+    stats: &Stats,
 ) -> bool {
     match filter.message(item) {
-        Some(reply) => sink.send(reply).await,
+        Some(reply) => {
+            let sent = sink.send(reply).await;
+            if sent {
+                stats.events_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            sent
+        }
         None => true,
+    }
+}
+
+/// Counts an open WatchExpirations stream in the gateway's statistics while it lives.
+struct Subscriber<'a> {
+    stats: &'a Stats,
+}
+
+impl<'a> Subscriber<'a> {
+    fn count(stats: &'a Stats) -> Self {
+        stats.expiry_subscribers.fetch_add(1, Ordering::Relaxed);
+        Self { stats }
+    }
+}
+
+impl Drop for Subscriber<'_> {
+    fn drop(&mut self) {
+        self.stats
+            .expiry_subscribers
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -4,18 +4,21 @@
 //! one typed operation on [`crate::redis::Redis`] with the call's [`Call`] and plain values,
 //! map the result back to the response message. Server streams go through
 //! [`Context::stream`] (or [`Context::stream_managed`] when ending one must undo something). Status decisions live in [`crate::error`].
+//! [`in_flight`] is the tower layer that counts the calls being served, for [`Stats`].
 
 pub mod hash;
+pub mod in_flight;
 pub mod kv;
 mod kv_convert;
 mod kv_watch;
 pub mod lock;
+pub mod monitor;
 pub mod session;
 mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +30,7 @@ use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::expiry::{ExpiryFeed, FeedSettings};
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, Redis};
+use crate::redis::{Call, Namespace, Pools, Redis};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -48,6 +51,8 @@ pub struct Shared {
     pub lock_wakeups: Arc<Wakeups>,
     /// The key-event feed of WatchExpirations.
     pub expiry: Arc<ExpiryFeed>,
+    /// What Monitor.GetHealth remembers between checks (whether Redis is evicting).
+    pub evictions: monitor::EvictionWatch,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -78,17 +83,46 @@ impl Shared {
                 resume_window: config.expiry_resume_window,
                 database: config.redis_db,
             })),
+            evictions: monitor::EvictionWatch::default(),
         }
     }
 }
 
-/// The gateway's own counters (Monitor.GetGatewayStats will report them).
-#[derive(Debug, Default)]
+/// The gateway's own counters, process-wide (Monitor.GetGatewayStats reports them).
+#[derive(Debug)]
 pub struct Stats {
+    /// When this server started (its [`Shared`] was made), for the gateway's uptime.
+    pub started_at: Instant,
     /// Server streams open now.
     pub open_streams: AtomicU64,
     /// Server streams opened since start.
     pub streams_opened: AtomicU64,
+    /// gRPC calls being served now, streams included, counted by [`in_flight::InFlightLayer`]
+    /// from the request until the response body is finished or dropped.
+    pub in_flight_calls: AtomicU64,
+    /// Every runtime's Redis pool: pool size, connections up, reconnects.
+    pub pools: Pools,
+    /// Open WatchExpirations streams.
+    pub expiry_subscribers: AtomicU64,
+    /// Key events delivered to WatchExpirations subscribers.
+    pub events_delivered: AtomicU64,
+    /// Key events skipped because a subscriber fell behind (reported to it as `gap{lagged}`).
+    pub events_dropped: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started_at: Instant::now(),
+            open_streams: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+            in_flight_calls: AtomicU64::new(0),
+            pools: Pools::default(),
+            expiry_subscribers: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a service needs: this runtime's Redis pool and the process-wide [`Shared`] state.
