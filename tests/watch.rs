@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Gateway, RedisServer, assert_status, duration, unique_key};
 use fred::prelude::*;
+use fred::types::Value;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use redis_gateway::pb::key_value_watch_expirations_response::{Event, Expired, Gap};
@@ -427,4 +428,52 @@ async fn bad_watch_requests_are_invalid_argument() {
         Code::InvalidArgument,
         "kinds[0]",
     );
+}
+
+/// `--no-configure-keyspace-events` leaves Redis alone: watching is refused while the flags are
+/// missing, and works once an operator enables them (the gateway looks again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_left_alone_are_explained_and_picked_up_once_enabled() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let _: Value = admin
+        .custom(
+            fred::cmd!("CONFIG"),
+            vec!["SET", "notify-keyspace-events", "K$"],
+        )
+        .await
+        .unwrap();
+    let gateway = Gateway::start(&redis.url(), &["--no-configure-keyspace-events"]).await;
+    let mut kv = gateway.kv().await;
+    let refused = kv.watch_expirations(request("", &[])).await;
+    let status = refused.expect_err("flags are missing");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("\"Exeg\""), "{status:?}");
+    let flags: Value = admin
+        .custom(fred::cmd!("CONFIG"), vec!["GET", "notify-keyspace-events"])
+        .await
+        .unwrap();
+    assert!(
+        !format!("{flags:?}").contains("Ex"),
+        "the gateway changed the flags: {flags:?}"
+    );
+
+    let _: Value = admin
+        .custom(
+            fred::cmd!("CONFIG"),
+            vec!["SET", "notify-keyspace-events", "K$Exeg"],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match kv.watch_expirations(request("", &[])).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(Instant::now() < deadline, "flags enabled but still refused");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

@@ -50,6 +50,10 @@ const INTEREST_KEY: &str = "__gw:expiry:interest";
 const WRITER_LEASE: Duration = Duration::from_secs(3);
 /// How often the writer election and interest run.
 const TICK: Duration = Duration::from_millis(500);
+/// How often a watcher's call may have a keyspace-flags refusal checked again.
+const KEYSPACE_RECHECK: Duration = Duration::from_secs(5);
+/// How often missing keyspace flags are looked at again while someone is interested.
+const FLAGS_RECHECK: Duration = Duration::from_secs(30);
 /// Entries held for local watchers; a watcher further behind gets `gap{lagged}`.
 pub const LOCAL_BUFFER: usize = 4096;
 /// Key events the writer's subscriber buffers before it must report `gap{overloaded}`.
@@ -186,6 +190,8 @@ pub struct ExpiryFeed {
     reader_ready: watch::Sender<bool>,
     /// What Redis' notify-keyspace-events allow, once known.
     keyspace: watch::Sender<Option<KeyspaceEvents>>,
+    /// When a watcher last had a refusal checked again.
+    keyspace_checked: Mutex<Option<std::time::Instant>>,
 }
 
 /// A watcher's hold on the feed; dropping it unregisters the watcher.
@@ -255,6 +261,7 @@ impl ExpiryFeed {
             watchers_changed: Notify::new(),
             reader_ready: watch::Sender::new(false),
             keyspace: watch::Sender::new(None),
+            keyspace_checked: Mutex::new(None),
         }
     }
 
@@ -266,6 +273,27 @@ impl ExpiryFeed {
     /// What the keyspace flags allow, if known yet.
     pub fn keyspace(&self) -> Option<KeyspaceEvents> {
         self.keyspace.borrow().clone()
+    }
+
+    /// As [`ExpiryFeed::keyspace`], but a refusal older than a few seconds is checked again
+    /// first, so a gateway notices flags an operator has since enabled.
+    pub async fn keyspace_now(&self, redis: &Redis) -> Option<KeyspaceEvents> {
+        let state = self.keyspace();
+        if let Some(KeyspaceEvents::Unavailable(_)) = state {
+            let due = {
+                let mut checked = lock(&self.keyspace_checked);
+                let due = checked.is_none_or(|at| at.elapsed() >= KEYSPACE_RECHECK);
+                if due {
+                    *checked = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if due && let Ok(fresh) = self.keyspace_check(redis).await {
+                self.keyspace.send_replace(Some(fresh.clone()));
+                return Some(fresh);
+            }
+        }
+        state
     }
 
     /// Registers a watcher, which starts recording and reading; [`Watch::subscribe`] once
@@ -284,6 +312,9 @@ impl ExpiryFeed {
         let call = Call::new(None, redis.command_timeout(), Namespace::default());
         let mut ready = self.reader_ready.subscribe();
         loop {
+            if let Some(KeyspaceEvents::Unavailable(message)) = self.keyspace() {
+                return Err(Error::FailedPrecondition(message));
+            }
             if *ready.borrow_and_update() {
                 let live: i64 = redis
                     .run(&call, Idempotency::Idempotent, |client| async move {
@@ -348,6 +379,7 @@ impl ExpiryFeed {
         };
         let call = || Call::new(None, redis.command_timeout(), Namespace::default());
         let mut subscription: Option<Subscription> = None;
+        let mut retry_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(TICK) => {}
@@ -410,10 +442,20 @@ impl ExpiryFeed {
                 }
                 Ok(outcome) => {
                     if subscription.is_none() {
+                        if tokio::time::Instant::now() < retry_at {
+                            continue;
+                        }
                         match self.subscribe(&redis, &fred, timeout, outcome == 3).await {
                             Ok(started) => subscription = Some(started),
+                            // Flags missing and not ours to set: said once at start and to each
+                            // watcher; look again now and then (an operator may enable them).
+                            Err(Error::FailedPrecondition(_)) => {
+                                retry_at = tokio::time::Instant::now() + FLAGS_RECHECK;
+                                continue;
+                            }
                             Err(err) => {
                                 tracing::warn!(error = %err, "recording key events failed to start; retrying");
+                                retry_at = tokio::time::Instant::now() + TICK * 4;
                                 continue;
                             }
                         }

@@ -148,14 +148,12 @@ pub async fn watch_expirations(
 ) -> Result<ResponseStream<pb::KeyValueWatchExpirationsResponse>, Error> {
     let (filter, resume) = filter(context, &call, request)?;
     let feed = context.shared.expiry.clone();
-    if let Some(KeyspaceEvents::Unavailable(message)) = feed.keyspace() {
+    if let Some(KeyspaceEvents::Unavailable(message)) = feed.keyspace_now(&context.redis).await {
         return Err(Error::FailedPrecondition(message));
     }
     let watch = feed.watch();
+    // Fails with FAILED_PRECONDITION if the writer finds the flags missing meanwhile.
     feed.wait_until_live(&context.redis, LIVE_WITHIN).await?;
-    if let Some(KeyspaceEvents::Unavailable(message)) = feed.keyspace() {
-        return Err(Error::FailedPrecondition(message));
-    }
     let (mut receiver, live_from) = watch.subscribe();
     let redis = context.redis.clone();
     let shared = context.shared.clone();
