@@ -11,7 +11,8 @@
 //! - [`wakeups`]: the process's one pub/sub subscription, which wakes lock waiters.
 //! - [`expiry`]: the key-event feed behind WatchExpirations (one elected writer records
 //!   keyspace events into a capped stream; every process reads it); [`keyspace`]: the
-//!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching.
+//!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching; [`fanout`]: the
+//!   per-process reader of such a stream and its local watchers.
 //! - [`info`]: INFO per node, parsed into sections and typed views (Monitor).
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
@@ -23,6 +24,7 @@
 pub mod call;
 pub mod embedded;
 pub mod expiry;
+pub mod fanout;
 pub mod glob;
 pub mod hashes;
 pub mod info;
