@@ -14,6 +14,7 @@ mod kv_watch;
 pub mod lock;
 pub mod monitor;
 pub mod session;
+mod session_watch;
 mod stream;
 
 use std::sync::Arc;
