@@ -6,8 +6,8 @@
 //! one bounded ring ([`tokio::sync::broadcast`]): a watcher that falls behind loses the oldest
 //! entries and learns how many (`RecvError::Lagged`), and never slows the others. An entry's
 //! stream id is its [`Cursor`]; a client resumes by replaying the retained entries after one
-//! (XRANGE, [`Redis::stream_entries_after`]), checking first whether some were trimmed
-//! ([`Redis::stream_truncated_after`]).
+//! (XRANGE, [`StreamFanout::entries_after`]), checking first whether some were trimmed
+//! ([`StreamFanout::truncated_after`]).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The Session service: server-side user sessions with sliding idle expiry, an optional
 //! absolute cap, rotation, optimistic concurrency and per-user revocation. Each handler
 //! validates its request, makes one typed call on [`Redis`](crate::redis::Redis) and maps the
-//! result back; WatchEnded streams from [`super::session_watch`].
+//! result back; WatchEnded streams from `session_watch`.
 
 use std::collections::HashMap;
 use std::time::Duration;
