@@ -3,7 +3,7 @@
 //! DeleteByUser each yield exactly one `ended` with the right user, id and reason; expiry is
 //! reported within the sweep's bound; `resume_after` replays missed endings in order, once;
 //! two gateways on one Redis sweep each ending into the stream once; expired sessions leave
-//! the index with nobody watching; bad input.
+//! the index with nobody watching; the due index keeps a deadline marked mid-sweep; bad input.
 
 mod common;
 
@@ -348,4 +348,66 @@ async fn a_malformed_resume_cursor_is_invalid_argument_naming_the_field() {
             .await;
         assert_status(result, Code::InvalidArgument, "resume_after");
     }
+}
+
+/// The due index's settle step never loses a deadline marked while a bucket was being swept:
+/// the sweep read the bucket's generation before it began, and a mark since then (even one
+/// whose later deadline left the score alone) means the score may only be lowered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_marked_during_a_sweep_survives_the_settle() {
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let script = include_str!("../src/redis/lua/session_due.lua");
+    let keys = vec!["__gw:session-due:{due}", "__gw:session-due-gen:{due}"];
+    let bucket = "__gw:sessions:{abcd}";
+    let run = |args: Vec<&str>| {
+        let admin = admin.clone();
+        let keys = keys.clone();
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let mut command: Vec<String> = vec![script.to_owned(), "2".into()];
+            command.extend(keys.iter().map(|key| (*key).to_owned()));
+            command.extend(args);
+            admin
+                .custom::<Value, _>(fred::cmd!("EVAL"), command)
+                .await
+                .unwrap()
+        }
+    };
+    let score = || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .custom::<Option<String>, _>(
+                    fred::cmd!("ZSCORE"),
+                    vec!["__gw:session-due:{due}", bucket],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // A bucket due at 100; the sweeper reads generation 1 and starts.
+    run(vec!["mark", bucket, "100"]).await;
+    let generation: String = admin
+        .custom(
+            fred::cmd!("HGET"),
+            vec!["__gw:session-due-gen:{due}", bucket],
+        )
+        .await
+        .unwrap();
+    assert_eq!(generation, "1");
+    // A Create lands during the sweep: its deadline (5000) is later than the score.
+    run(vec!["mark", bucket, "5000"]).await;
+    assert_eq!(score().await.as_deref(), Some("100"));
+    // The sweep found the bucket empty before that Create: it must not drop the bucket.
+    run(vec!["settle", bucket, &generation, ""]).await;
+    assert_eq!(score().await.as_deref(), Some("100"));
+    // Nor raise it past a marked deadline.
+    run(vec!["settle", bucket, &generation, "9000"]).await;
+    assert_eq!(score().await.as_deref(), Some("100"));
+    // The next sweep, with no mark in between, sets it exactly (later, too) or drops it.
+    run(vec!["settle", bucket, "2", "5000"]).await;
+    assert_eq!(score().await.as_deref(), Some("5000"));
+    run(vec!["settle", bucket, "2", ""]).await;
+    assert_eq!(score().await, None);
 }
