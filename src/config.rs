@@ -167,7 +167,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_NO_CONFIGURE_KEYSPACE_EVENTS", default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub no_configure_keyspace_events: bool,
 
-    /// About how many key events the expiry stream retains for clients that resume.
+    /// About how many key events the expiry stream retains for clients that resume; the
+    /// session-endings stream (Session.WatchEnded) keeps as many endings.
     #[arg(long, env = "GATEWAY_EXPIRY_RETENTION", default_value_t = 100_000)]
     pub expiry_retention: u64,
 

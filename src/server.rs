@@ -239,6 +239,13 @@ async fn serve_all(
         config.redis_connect_timeout,
         shutdown.clone(),
     ));
+    // Session.WatchEnded: the endings sweeper (one elected across replicas) and the reader.
+    shared.tasks.spawn(shared.session_endings.clone().run(
+        redis.clone(),
+        fred_config.clone(),
+        config.redis_connect_timeout,
+        shutdown.clone(),
+    ));
     let probe = shared.tasks.spawn(probe_redis(
         redis.clone(),
         health.clone(),

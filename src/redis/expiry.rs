@@ -10,7 +10,8 @@
 //! - **Readers.** Every process with watchers reads the stream from its last entry id on a
 //!   dedicated connection (XREAD BLOCK) and broadcasts each entry to its local watchers through
 //!   one bounded ring ([`tokio::sync::broadcast`]): a watcher that falls behind loses the oldest
-//!   entries and is told how many (`gap{lagged}`), and never slows the others.
+//!   entries and is told how many (`gap{lagged}`), and never slows the others. This part is
+//!   [`super::fanout`], shared with the session-endings feed.
 //! - **Resume.** An entry's id is the cursor a client gets with every event; reconnecting with
 //!   `resume_after` replays the retained entries after it (XRANGE) before going live, on any
 //!   replica. Recording continues `--expiry-resume-window` after the last watcher leaves, so a
@@ -20,17 +21,18 @@
 //! subscribes to every primary).
 
 use std::collections::VecDeque;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
-use fred::types::config::{Config as FredConfig, TcpConfig};
-use tokio::sync::{Notify, broadcast, watch};
+use fred::types::config::Config as FredConfig;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+
+pub use super::fanout::Cursor;
+use super::fanout::{FanoutWatch, StreamEntry, StreamFanout, dedicated_client, lock};
 
 use super::keyspace::KeyspaceEvents;
 use super::locks::random_id;
@@ -54,41 +56,10 @@ const TICK: Duration = Duration::from_millis(500);
 const KEYSPACE_RECHECK: Duration = Duration::from_secs(5);
 /// How often missing keyspace flags are looked at again while someone is interested.
 const FLAGS_RECHECK: Duration = Duration::from_secs(30);
-/// Entries held for local watchers; a watcher further behind gets `gap{lagged}`.
-pub const LOCAL_BUFFER: usize = 4096;
 /// Key events the writer's subscriber buffers before it must report `gap{overloaded}`.
 const SUBSCRIBER_BUFFER: usize = 65_536;
-/// Entries read per XREAD, and events appended per script run.
+/// Events appended per script run.
 const BATCH: usize = 256;
-/// How long one XREAD blocks waiting for entries.
-const READ_BLOCK: Duration = Duration::from_secs(1);
-
-/// A position in the event stream (a Redis stream entry id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Cursor {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl std::fmt::Display for Cursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-impl FromStr for Cursor {
-    type Err = ();
-
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let (ms, seq) = text.split_once('-').ok_or(())?;
-        Ok(Self {
-            ms: ms.parse().map_err(|_| ())?,
-            seq: seq.parse().map_err(|_| ())?,
-        })
-    }
-}
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +125,8 @@ pub enum FeedItem {
     },
 }
 
-impl FeedItem {
-    /// The entry's position.
-    pub fn cursor(&self) -> Cursor {
+impl StreamEntry for FeedItem {
+    fn cursor(&self) -> Cursor {
         match self {
             Self::Event { cursor, .. } | Self::Gap { cursor, .. } => *cursor,
         }
@@ -180,14 +150,8 @@ pub struct FeedSettings {
 #[derive(Debug)]
 pub struct ExpiryFeed {
     settings: FeedSettings,
-    sender: broadcast::Sender<Arc<FeedItem>>,
-    /// The last entry broadcast; read together with subscribing, so a new watcher's cursor
-    /// and the entries it receives leave nothing out.
-    last: Mutex<Option<Cursor>>,
-    watchers: AtomicUsize,
-    watchers_changed: Notify,
-    /// The reader has its starting point and is reading.
-    reader_ready: watch::Sender<bool>,
+    /// The reader of the stream and the local watchers.
+    fanout: Arc<StreamFanout<FeedItem>>,
     /// What Redis' notify-keyspace-events allow, once known.
     keyspace: watch::Sender<Option<KeyspaceEvents>>,
     /// When a watcher last had a refusal checked again.
@@ -195,26 +159,7 @@ pub struct ExpiryFeed {
 }
 
 /// A watcher's hold on the feed; dropping it unregisters the watcher.
-pub struct Watch {
-    feed: Arc<ExpiryFeed>,
-}
-
-impl Watch {
-    /// The entries broadcast from now on, and the position of the last one before them (every
-    /// entry up to it is in the stream, for a replay).
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedItem>>, Cursor) {
-        let last = lock(&self.feed.last);
-        let receiver = self.feed.sender.subscribe();
-        (receiver, last.unwrap_or_default())
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.feed.watchers.fetch_sub(1, Ordering::Relaxed);
-        self.feed.watchers_changed.notify_waiters();
-    }
-}
+pub type Watch = FanoutWatch<FeedItem>;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -223,43 +168,12 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a plain read or write: a panic cannot leave it half done.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A dedicated connection (pub/sub or blocking reads), reconnecting forever.
-fn dedicated_client(fred: &FredConfig, timeout: Duration) -> Result<Client, Error> {
-    Builder::from_config(fred.clone())
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout;
-            connection.internal_command_timeout = timeout;
-            connection.max_command_attempts = 1;
-            connection.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..TcpConfig::default()
-            };
-        })
-        .with_performance_config(|performance| {
-            // Key events arrive in bursts (a sweep expiring thousands of keys); the recorder
-            // drains them in batches, and what overflows this is reported as a gap.
-            performance.broadcast_channel_capacity = SUBSCRIBER_BUFFER;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()
-        .map_err(|err| Error::Internal(format!("building a Redis client: {err}")))
-}
-
 impl ExpiryFeed {
     /// A feed with `settings`; [`ExpiryFeed::run`] starts it.
     pub fn new(settings: FeedSettings) -> Self {
         Self {
             settings,
-            sender: broadcast::channel(LOCAL_BUFFER).0,
-            last: Mutex::new(None),
-            watchers: AtomicUsize::new(0),
-            watchers_changed: Notify::new(),
-            reader_ready: watch::Sender::new(false),
+            fanout: Arc::new(StreamFanout::new(EVENTS_KEY, parse_entries)),
             keyspace: watch::Sender::new(None),
             keyspace_checked: Mutex::new(None),
         }
@@ -267,7 +181,7 @@ impl ExpiryFeed {
 
     /// Watchers of this process now.
     pub fn watchers(&self) -> usize {
-        self.watchers.load(Ordering::Relaxed)
+        self.fanout.watchers()
     }
 
     /// What the keyspace flags allow, if known yet.
@@ -298,10 +212,13 @@ impl ExpiryFeed {
 
     /// Registers a watcher, which starts recording and reading; [`Watch::subscribe`] once
     /// [`ExpiryFeed::wait_until_live`] says they run.
-    pub fn watch(self: &Arc<Self>) -> Watch {
-        self.watchers.fetch_add(1, Ordering::Relaxed);
-        self.watchers_changed.notify_waiters();
-        Watch { feed: self.clone() }
+    pub fn watch(&self) -> Watch {
+        self.fanout.watch()
+    }
+
+    /// The stream and its reader.
+    pub fn fanout(&self) -> &StreamFanout<FeedItem> {
+        &self.fanout
     }
 
     /// Waits until events are being recorded and read, so that a key expiring from now on is
@@ -310,7 +227,7 @@ impl ExpiryFeed {
     pub async fn wait_until_live(&self, redis: &Redis, within: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + within;
         let call = Call::new(None, redis.command_timeout(), Namespace::default());
-        let mut ready = self.reader_ready.subscribe();
+        let mut ready = self.fanout.ready();
         loop {
             if let Some(KeyspaceEvents::Unavailable(message)) = self.keyspace() {
                 return Err(Error::FailedPrecondition(message));
@@ -344,7 +261,11 @@ impl ExpiryFeed {
         timeout: Duration,
         shutdown: CancellationToken,
     ) {
-        let reader = tokio::spawn(self.clone().read(fred.clone(), timeout, shutdown.clone()));
+        let reader = tokio::spawn(self.fanout.clone().read(
+            fred.clone(),
+            timeout,
+            shutdown.clone(),
+        ));
         match self.keyspace_check(&redis).await {
             Ok(state) => {
                 if let KeyspaceEvents::Unavailable(message) = &state {
@@ -383,7 +304,7 @@ impl ExpiryFeed {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(TICK) => {}
-                () = self.watchers_changed.notified() => {}
+                () = self.fanout.watchers_changed() => {}
                 () = shutdown.cancelled() => break,
             }
             let window = self.settings.resume_window.as_millis() as u64;
@@ -501,7 +422,9 @@ impl ExpiryFeed {
         if let KeyspaceEvents::Unavailable(message) = state {
             return Err(Error::FailedPrecondition(message));
         }
-        let client = dedicated_client(fred, timeout)?;
+        // Key events arrive in bursts (a sweep expiring thousands of keys); the recorder
+        // drains them in batches, and what overflows this is reported as a gap.
+        let client = dedicated_client(fred, timeout, SUBSCRIBER_BUFFER)?;
         // fred routes key-event messages to its keyspace channel, not to `message_rx`.
         let mut messages = client.keyspace_event_rx();
         let mut connections = client.reconnect_rx();
@@ -655,85 +578,6 @@ impl ExpiryFeed {
         }
         tracing::warn!(reason, "recording a key-event gap failed");
     }
-
-    /// The reader side: while this process has watchers, follows the stream and broadcasts.
-    async fn read(
-        self: Arc<Self>,
-        fred: FredConfig,
-        timeout: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let client = match dedicated_client(&fred, timeout) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(error = %err, "key-event reading disabled");
-                return;
-            }
-        };
-        // Connected on the first watcher, so a gateway nobody watches holds no extra connection.
-        let mut connection = None;
-        let mut from: Option<Cursor> = None;
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if self.watchers() > 0 && connection.is_none() {
-                connection = Some(client.connect());
-            }
-            if self.watchers() == 0 {
-                self.reader_ready.send_replace(false);
-                from = None;
-                tokio::select! {
-                    () = self.watchers_changed.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            let start = match from {
-                Some(cursor) => cursor,
-                None => match last_entry(&client, timeout).await {
-                    Ok(last) => {
-                        *lock(&self.last) = Some(last);
-                        self.reader_ready.send_replace(true);
-                        from = Some(last);
-                        last
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "reading the key-event stream failed");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                },
-            };
-            let read = tokio::select! {
-                read = read_after(&client, start, timeout) => read,
-                () = shutdown.cancelled() => break,
-            };
-            match read {
-                Ok(items) => {
-                    for item in items {
-                        let cursor = item.cursor();
-                        let mut last = lock(&self.last);
-                        *last = Some(cursor);
-                        // No receiver is fine: the watchers may have just left.
-                        let _ = self.sender.send(Arc::new(item));
-                        drop(last);
-                        from = Some(cursor);
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(error = %err, "reading the key-event stream failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        self.reader_ready.send_replace(false);
-        if let Some(connection) = connection {
-            let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
-            connection.abort();
-        }
-    }
 }
 
 /// The writer's subscription while elected.
@@ -770,59 +614,6 @@ impl Subscription {
             tracing::debug!(error = %err, "giving up the writer lease failed; it runs out");
         }
     }
-}
-
-/// The id of the stream's last entry, or 0-0 when it is empty or missing.
-async fn last_entry(client: &Client, timeout: Duration) -> Result<Cursor, Error> {
-    let reply: Value = tokio::time::timeout(
-        timeout,
-        client.custom(
-            fred::cmd!("XREVRANGE"),
-            vec![EVENTS_KEY, "+", "-", "COUNT", "1"],
-        ),
-    )
-    .await
-    .map_err(|_| Error::redis_unreachable())?
-    .map_err(|err| Error::Internal(format!("XREVRANGE: {err}")))?;
-    Ok(parse_entries(reply)?
-        .last()
-        .map(FeedItem::cursor)
-        .unwrap_or_default())
-}
-
-/// Entries after `after`, waiting up to [`READ_BLOCK`] for some.
-async fn read_after(
-    client: &Client,
-    after: Cursor,
-    timeout: Duration,
-) -> Result<Vec<FeedItem>, Error> {
-    let block = READ_BLOCK.as_millis().to_string();
-    let count = BATCH.to_string();
-    let after = after.to_string();
-    let reply: Value = tokio::time::timeout(
-        READ_BLOCK + timeout,
-        client.custom(
-            fred::cmd!("XREAD"),
-            vec![
-                "COUNT", &count, "BLOCK", &block, "STREAMS", EVENTS_KEY, &after,
-            ],
-        ),
-    )
-    .await
-    .map_err(|_| Error::redis_unreachable())?
-    .map_err(|err| Error::Internal(format!("XREAD: {err}")))?;
-    // [[stream, [entries]]] or nil on timeout.
-    let Value::Array(streams) = reply else {
-        return Ok(Vec::new());
-    };
-    let mut items = Vec::new();
-    for stream in streams {
-        let mut parts = reply_array(stream)?.into_iter();
-        if let (Some(_name), Some(entries)) = (parts.next(), parts.next()) {
-            items.extend(parse_entries(entries)?);
-        }
-    }
-    Ok(items)
 }
 
 /// Reads XRANGE-style entries: `[[id, [field, value, …]], …]`.
@@ -866,74 +657,9 @@ pub fn parse_entries(reply: Value) -> Result<Vec<FeedItem>, Error> {
     Ok(items)
 }
 
-impl Redis {
-    /// Retained entries after `after` (exclusive), up to `count`.
-    pub async fn expiry_entries_after(
-        &self,
-        call: &Call,
-        after: Cursor,
-        count: usize,
-    ) -> Result<Vec<FeedItem>, Error> {
-        let reply = self
-            .run(call, Idempotency::Idempotent, |client| {
-                let start = format!("({after}");
-                let count = count.to_string();
-                async move {
-                    client
-                        .custom::<Value, _>(
-                            fred::cmd!("XRANGE"),
-                            vec![EVENTS_KEY, &start, "+", "COUNT", &count],
-                        )
-                        .await
-                }
-            })
-            .await?;
-        parse_entries(reply)
-    }
-
-    /// Whether entries after `after` were trimmed from the stream (or it is gone), so a resume
-    /// from there misses some.
-    pub async fn expiry_truncated_after(&self, call: &Call, after: Cursor) -> Result<bool, Error> {
-        let reply = self
-            .run(call, Idempotency::Idempotent, |client| async move {
-                client
-                    .custom::<Value, _>(fred::cmd!("XINFO"), vec!["STREAM", EVENTS_KEY])
-                    .await
-            })
-            .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            // No stream: whatever came after `after` is gone.
-            Err(Error::Internal(_) | Error::FailedPrecondition(_)) => return Ok(true),
-            Err(err) => return Err(err),
-        };
-        let mut fields = reply_array(reply)?.into_iter();
-        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-            if name.as_str().as_deref() == Some("max-deleted-entry-id") {
-                let deleted: Cursor = value
-                    .as_str()
-                    .and_then(|id| id.parse().ok())
-                    .unwrap_or_default();
-                return Ok(deleted > after);
-            }
-        }
-        Ok(false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_order_and_round_trip() {
-        let a: Cursor = "1700000000000-0".parse().unwrap();
-        let b: Cursor = "1700000000000-1".parse().unwrap();
-        assert!(a < b);
-        assert_eq!(b.to_string(), "1700000000000-1");
-        assert!("x".parse::<Cursor>().is_err());
-        assert!("1-".parse::<Cursor>().is_err());
-    }
 
     #[test]
     fn key_event_operations_name_their_kind() {

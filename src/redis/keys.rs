@@ -59,7 +59,8 @@ impl Namespace {
         }
     }
 
-    fn prefix(&self) -> &str {
+    /// The prefix itself (empty for the whole keyspace).
+    pub fn prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or("")
     }
 
@@ -147,6 +148,59 @@ impl Namespace {
             "{}{INTERNAL_PREFIX}sessions:{{{tag}}}",
             self.prefix()
         ))
+    }
+
+    /// The sessions of bucket `tag` that ended and are not yet in the endings stream: a
+    /// sorted set of `<reason>\n<user id>\n<session id>` by the time each ended. Same slot as
+    /// the bucket's sessions, so the session script records endings atomically.
+    pub fn session_ended(&self, tag: &str) -> Key {
+        Key::from(format!(
+            "{}{INTERNAL_PREFIX}session-ended:{{{tag}}}",
+            self.prefix()
+        ))
+    }
+}
+
+/// A bucket of sessions as the due index names it: the namespace prefix and the tag, read
+/// back from the bucket's index key (`<namespace>__gw:sessions:{<tag>}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBucket {
+    /// The namespace the bucket lives in.
+    pub namespace: Namespace,
+    /// Its tag.
+    pub tag: String,
+}
+
+impl SessionBucket {
+    /// The bucket whose index key is `key`, if it is one.
+    pub fn parse(key: &str) -> Option<Self> {
+        let marker = format!("{INTERNAL_PREFIX}sessions:{{");
+        let at = key.rfind(&marker)?;
+        let tag = key[at + marker.len()..].strip_suffix('}')?;
+        (tag.len() == 4 && tag.bytes().all(|byte| byte.is_ascii_hexdigit())).then(|| Self {
+            namespace: Namespace::new(&key[..at]),
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// The bucket's index key.
+    pub fn index(&self) -> Key {
+        self.namespace.session_bucket(&self.tag)
+    }
+
+    /// The bucket's pending endings.
+    pub fn ended(&self) -> Key {
+        self.namespace.session_ended(&self.tag)
+    }
+
+    /// What the bucket's session keys start with.
+    pub fn session_key_prefix(&self) -> String {
+        self.namespace.session_key_prefix(&self.tag)
+    }
+
+    /// The due index's member for this bucket: its index key.
+    pub fn member(&self) -> String {
+        String::from_utf8_lossy(self.index().as_bytes()).into_owned()
     }
 }
 
@@ -269,5 +323,21 @@ mod tests {
             session.as_str().unwrap(),
             format!("{}{id}", ns.session_key_prefix(&tag))
         );
+        assert!(ns.session_ended(&tag).as_str().unwrap().contains(&braced));
+    }
+
+    #[test]
+    fn a_session_bucket_is_named_back_from_its_index_key() {
+        for ns in [Namespace::default(), Namespace::new("t1:")] {
+            let bucket = SessionBucket {
+                namespace: ns.clone(),
+                tag: session_tag("user-7"),
+            };
+            assert_eq!(SessionBucket::parse(&bucket.member()), Some(bucket.clone()));
+            assert_eq!(bucket.index(), ns.session_bucket(&bucket.tag));
+        }
+        assert_eq!(SessionBucket::parse("__gw:sessions:{xyz1}"), None);
+        assert_eq!(SessionBucket::parse("__gw:sessions:{abcd"), None);
+        assert_eq!(SessionBucket::parse("plain"), None);
     }
 }

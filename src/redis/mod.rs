@@ -11,7 +11,11 @@
 //! - [`wakeups`]: the process's one pub/sub subscription, which wakes lock waiters.
 //! - [`expiry`]: the key-event feed behind WatchExpirations (one elected writer records
 //!   keyspace events into a capped stream; every process reads it); [`keyspace`]: the
-//!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching.
+//!   notify-keyspace-events flags it needs; [`glob`]: Redis' glob matching; [`fanout`]: the
+//!   per-process reader of such a stream and its local watchers, shared with
+//!   [`session_endings`]: the feed behind Session.WatchEnded, filled by [`session_sweeper`]
+//!   (an index of deadlines and explicit endings, swept by one elected process into a capped
+//!   stream).
 //! - [`info`]: INFO per node, parsed into sections and typed views (Monitor).
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
@@ -23,6 +27,7 @@
 pub mod call;
 pub mod embedded;
 pub mod expiry;
+pub mod fanout;
 pub mod glob;
 pub mod hashes;
 pub mod info;
@@ -32,6 +37,8 @@ pub mod locks;
 pub mod scan;
 pub mod scripts;
 pub mod server_info;
+pub mod session_endings;
+pub mod session_sweeper;
 pub mod sessions;
 pub mod strings;
 pub mod transaction;

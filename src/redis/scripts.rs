@@ -70,3 +70,11 @@ pub static EXPIRY_APPEND: LazyLock<Script> =
 /// Elects the process that records key events.
 pub static EXPIRY_WRITER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/expiry_writer.lua")));
+
+/// The due index of session buckets for the endings sweeper.
+pub static SESSION_DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/session_due.lua")));
+
+/// Appends session endings to the endings stream.
+pub static SESSION_ENDINGS_APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/session_endings_append.lua")));

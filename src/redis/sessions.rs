@@ -1,7 +1,9 @@
 //! Typed operations on sessions, as the Session service uses them. The storage layout (a hash
 //! per session, a sorted-set index per bucket of users) is described in `lua/session.lua`;
 //! key names come from [`super::keys`]. Every operation is one run of that script, so each is
-//! atomic, and all keys it touches share one Cluster slot.
+//! atomic, and all keys it touches share one Cluster slot. Operations that give a bucket a new
+//! deadline or record an ending then mark the bucket in the due index that the endings
+//! sweeper follows ([`super::session_endings`]).
 
 use std::time::Duration;
 
@@ -116,11 +118,13 @@ fn parse_record(id: String, raw: Value) -> Result<Option<SessionRecord>, Error> 
     Ok(Some(record))
 }
 
-/// KEYS of an operation on one session: the session and its bucket's index.
+/// KEYS of an operation on one session: the session, its bucket's index and ended set.
 fn session_keys(call: &Call, id: &str) -> Vec<Key> {
+    let tag = session_tag_of(id);
     vec![
         call.namespace.session_key(id),
-        call.namespace.session_bucket(session_tag_of(id)),
+        call.namespace.session_bucket(tag),
+        call.namespace.session_ended(tag),
     ]
 }
 
@@ -166,8 +170,11 @@ impl Redis {
         let reply = self
             .session_op(call, Idempotency::AtMostOnce, keys, args)
             .await?;
-        parse_record(id, reply)?
-            .ok_or_else(|| Error::Internal("a created session read back empty".into()))
+        let record = parse_record(id, reply)?
+            .ok_or_else(|| Error::Internal("a created session read back empty".into()))?;
+        self.session_due_mark(call, session_tag_of(&record.id), record.expires_ms)
+            .await;
+        Ok(record)
     }
 
     /// Reads a session; with `touch`, slides its idle expiry in the same step.
@@ -268,6 +275,7 @@ impl Redis {
             call.namespace.session_key(&id),
             call.namespace.session_key(&new_id),
             call.namespace.session_bucket(&tag),
+            call.namespace.session_ended(&tag),
         ];
         let args = vec![
             Value::from("rotate"),
@@ -280,17 +288,24 @@ impl Redis {
         if reply.is_null() {
             return Ok(None);
         }
+        // The old id's ending is due now; the new id's deadline is the old one's or later.
+        self.session_due_mark(call, &tag, 0).await;
         parse_record(new_id, reply)
     }
 
     /// Deletes a session; whether it existed.
     pub async fn session_delete(&self, call: &Call, id: String) -> Result<bool, Error> {
         let keys = session_keys(call, &id);
+        let tag = session_tag_of(&id).to_owned();
         let args = vec![Value::from("delete"), Value::from(id)];
         let reply = self
             .session_op(call, Idempotency::AtMostOnce, keys, args)
             .await?;
-        Ok(reply_i64(reply)? == 1)
+        let deleted = reply_i64(reply)? == 1;
+        if deleted {
+            self.session_due_mark(call, &tag, 0).await;
+        }
+        Ok(deleted)
     }
 
     /// Runs a per-user operation (`list` or `delete_user`) on the user's bucket.
@@ -306,8 +321,12 @@ impl Redis {
             Value::from(user_id),
             Value::from(call.namespace.session_key_prefix(&tag)),
         ];
-        let bucket = call.namespace.session_bucket(&tag);
-        self.session_op(call, Idempotency::AtMostOnce, vec![bucket], args)
+        let keys = vec![
+            call.namespace.session_bucket(&tag),
+            call.namespace.session_ended(&tag),
+        ];
+        // Expired members that both move to the ended set are already due by their deadlines.
+        self.session_op(call, Idempotency::AtMostOnce, keys, args)
             .await
     }
 
@@ -333,7 +352,12 @@ impl Redis {
 
     /// Deletes every session of a user; how many there were.
     pub async fn session_delete_user(&self, call: &Call, user_id: String) -> Result<i64, Error> {
-        reply_i64(self.session_user_op(call, "delete_user", user_id).await?)
+        let tag = session_tag(&user_id);
+        let deleted = reply_i64(self.session_user_op(call, "delete_user", user_id).await?)?;
+        if deleted > 0 {
+            self.session_due_mark(call, &tag, 0).await;
+        }
+        Ok(deleted)
     }
 }
 

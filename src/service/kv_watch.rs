@@ -15,6 +15,7 @@ use crate::limits::glob_pattern;
 use crate::pb;
 use crate::pb::key_value_watch_expirations_response::{Event, Expired, Gap, Subscribed};
 use crate::redis::expiry::{Cursor, EventKind, FeedItem};
+use crate::redis::fanout::StreamEntry;
 use crate::redis::glob;
 use crate::redis::keys::pattern_is_internal;
 use crate::redis::keyspace::KeyspaceEvents;
@@ -176,7 +177,11 @@ pub async fn watch_expirations(
             && after < live_from
         {
             let replay_call = Call::new(None, redis.command_timeout(), Namespace::default());
-            if redis.expiry_truncated_after(&replay_call, after).await? {
+            if feed
+                .fanout()
+                .truncated_after(&redis, &replay_call, after)
+                .await?
+            {
                 let gap = Gap {
                     reason: "truncated".into(),
                     dropped: 0,
@@ -188,10 +193,10 @@ pub async fn watch_expirations(
             }
             let mut from = after;
             'replay: loop {
-                let items = redis
-                    .expiry_entries_after(&replay_call, from, REPLAY_BATCH)
+                let (items, done) = feed
+                    .fanout()
+                    .entries_after(&redis, &replay_call, from, REPLAY_BATCH)
                     .await?;
-                let done = items.len() < REPLAY_BATCH;
                 for item in items {
                     if item.cursor() > live_from {
                         break 'replay;

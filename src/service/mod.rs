@@ -14,6 +14,7 @@ mod kv_watch;
 pub mod lock;
 pub mod monitor;
 pub mod session;
+mod session_watch;
 mod stream;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::expiry::{ExpiryFeed, FeedSettings};
+use crate::redis::session_endings::SessionEndings;
 use crate::redis::wakeups::Wakeups;
 use crate::redis::{Call, Namespace, Pools, Redis};
 pub use stream::{ResponseStream, Sink};
@@ -51,6 +53,8 @@ pub struct Shared {
     pub lock_wakeups: Arc<Wakeups>,
     /// The key-event feed of WatchExpirations.
     pub expiry: Arc<ExpiryFeed>,
+    /// The session-endings feed of Session.WatchEnded (and its sweeper).
+    pub session_endings: Arc<SessionEndings>,
     /// What Monitor.GetHealth remembers between checks (whether Redis is evicting).
     pub evictions: monitor::EvictionWatch,
 }
@@ -83,6 +87,7 @@ impl Shared {
                 resume_window: config.expiry_resume_window,
                 database: config.redis_db,
             })),
+            session_endings: Arc::new(SessionEndings::new(config.expiry_retention)),
             evictions: monitor::EvictionWatch::default(),
         }
     }

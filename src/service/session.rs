@@ -1,14 +1,14 @@
 //! The Session service: server-side user sessions with sliding idle expiry, an optional
 //! absolute cap, rotation, optimistic concurrency and per-user revocation. Each handler
 //! validates its request, makes one typed call on [`Redis`](crate::redis::Redis) and maps the
-//! result back.
+//! result back; WatchEnded streams from `session_watch`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{Context, timestamp};
+use super::{Context, ResponseStream, timestamp};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::pb;
@@ -274,6 +274,18 @@ impl Session for SessionService {
             .session_delete_user(&call, request.user_id)
             .await?;
         Ok(Response::new(pb::SessionDeleteByUserResponse { deleted }))
+    }
+
+    type WatchEndedStream = ResponseStream<pb::SessionWatchEndedResponse>;
+
+    async fn watch_ended(
+        &self,
+        request: Request<pb::SessionWatchEndedRequest>,
+    ) -> Result<Response<Self::WatchEndedStream>, Status> {
+        let call = self.context.call(&request);
+        let stream =
+            super::session_watch::watch_ended(&self.context, call, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn rotate(

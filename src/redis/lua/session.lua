@@ -4,22 +4,48 @@
 -- version; times in ms since the epoch, by Redis' clock) and application data under 'd:', so
 -- data named like metadata cannot overwrite it. The key expires at 'm:expires' (PEXPIREAT).
 -- Each bucket (the sessions of every user whose id hashes to one slot tag) keeps a sorted set:
--- member '<user id>\n<session id>', score = that session's expiry. Ended members are dropped
--- lazily, a bounded number per call. Every key a call touches carries the same {tag}, so the
--- script stays in one Cluster slot; `list` and `delete_user` also reach session keys named
--- inside the script (their names are only known from the bucket), all in that slot.
--- A missing (or expired) session is reported as false.
+-- member '<user id>\n<session id>', score = that session's expiry. Every key a call touches
+-- carries the same {tag}, so the script stays in one Cluster slot; `list`, `delete_user` and
+-- the sweep also reach session keys named inside the script (their names are only known from
+-- the bucket), all in that slot. A missing (or expired) session is reported as false.
+--
+-- Endings (Session.WatchEnded). Each bucket also keeps an "ended" sorted set in the same slot:
+-- member '<reason>\n<user id>\n<session id>', score = when it ended (ms). Delete ('deleted'),
+-- Rotate ('rotated', the old id) and DeleteByUser ('revoked') add to it in the same step as
+-- the change, so an explicit ending is never lost. An expiry needs no event from Redis: an
+-- index member whose score (the deadline) has passed, and whose hash is gone, is a session
+-- that expired; `move_expired` turns such members into 'expired' endings (scored by the
+-- deadline), bounded per call, in create, list, delete_user and the sweep. The gateway's one
+-- elected sweeper (src/redis/session_endings.rs) runs `collect` on each bucket that a due index
+-- says needs it, appends what it returns to the endings stream, and only then runs `settle`
+-- to remove exactly those entries (append before remove: at least once; a crash between the
+-- two repeats the entries once more).
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function drop_ended(bucket, now)
-  local ended = redis.call('ZRANGEBYSCORE', bucket, '-inf', now, 'LIMIT', 0, 64)
-  if #ended > 0 then
-    redis.call('ZREM', bucket, unpack(ended))
+-- Moves up to `limit` index members whose deadline has passed into the ended set as
+-- 'expired' endings; a member whose hash still exists (never expected) gets its real deadline.
+local function move_expired(bucket, ended, prefix, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', bucket, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #due, 2 do
+    local member, deadline = due[i], due[i + 1]
+    local id = string.match(member, '\n([^\n]*)$')
+    local expires = id and redis.call('HGET', prefix .. id, 'm:expires')
+    if expires then
+      redis.call('ZADD', bucket, expires, member)
+    else
+      redis.call('ZADD', ended, deadline, 'expired\n' .. member)
+      redis.call('ZREM', bucket, member)
+    end
   end
+end
+
+-- Records an explicit ending of session `id` of `user`.
+local function record_end(ended, reason, user, id, now)
+  redis.call('ZADD', ended, now, reason .. '\n' .. user .. '\n' .. id)
 end
 
 -- Slides the idle expiry of session `key` (capped by its absolute deadline); returns the new
@@ -44,7 +70,8 @@ local op = ARGV[1]
 local now = now_ms()
 
 if op == 'create' then
-  -- KEYS: session, bucket. ARGV: op, id, user, idle ms, absolute ms (0: none), data pairs.
+  -- KEYS: session, bucket, ended. ARGV: op, id, user, idle ms, absolute ms (0: none), data
+  -- pairs.
   if redis.call('EXISTS', KEYS[1]) == 1 then
     return redis.error_reply('GWSTATE session_id a fresh session id collided; retry')
   end
@@ -65,19 +92,20 @@ if op == 'create' then
   end
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('PEXPIREAT', KEYS[1], expires)
-  drop_ended(KEYS[2], now)
+  -- The key prefix of the bucket's sessions: this session's key without its id.
+  move_expired(KEYS[2], KEYS[3], string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[2]), now, 64)
   redis.call('ZADD', KEYS[2], expires, ARGV[3] .. '\n' .. ARGV[2])
   return redis.call('HGETALL', KEYS[1])
 
 elseif op == 'get' then
-  -- KEYS: session, bucket. ARGV: op, id. Reads with a touch.
+  -- KEYS: session, bucket, ended. ARGV: op, id. Reads with a touch.
   if not touch(KEYS[1], KEYS[2], ARGV[2], now) then
     return false
   end
   return redis.call('HGETALL', KEYS[1])
 
 elseif op == 'touch' then
-  -- KEYS: session, bucket. ARGV: op, id. Returns the new expiry.
+  -- KEYS: session, bucket, ended. ARGV: op, id. Returns the new expiry.
   local expires = touch(KEYS[1], KEYS[2], ARGV[2], now)
   if not expires then
     return false
@@ -85,7 +113,7 @@ elseif op == 'touch' then
   return expires
 
 elseif op == 'update' then
-  -- KEYS: session, bucket. ARGV: op, id, expected version or '', number of removals,
+  -- KEYS: session, bucket, ended. ARGV: op, id, expected version or '', number of removals,
   -- removals..., then set pairs.
   local version = redis.call('HGET', KEYS[1], 'm:version')
   if not version then
@@ -115,7 +143,7 @@ elseif op == 'update' then
   return {'ok', redis.call('HGETALL', KEYS[1])}
 
 elseif op == 'rotate' then
-  -- KEYS: old session, new session, bucket. ARGV: op, old id, new id.
+  -- KEYS: old session, new session, bucket, ended. ARGV: op, old id, new id.
   local user = redis.call('HGET', KEYS[1], 'm:user')
   if not user then
     return false
@@ -126,24 +154,26 @@ elseif op == 'rotate' then
   -- RENAME keeps the data, the metadata and the TTL; the old id is gone in the same step.
   redis.call('RENAME', KEYS[1], KEYS[2])
   redis.call('ZREM', KEYS[3], user .. '\n' .. ARGV[2])
+  record_end(KEYS[4], 'rotated', user, ARGV[2], now)
   touch(KEYS[2], KEYS[3], ARGV[3], now)
   redis.call('HINCRBY', KEYS[2], 'm:version', 1)
   return redis.call('HGETALL', KEYS[2])
 
 elseif op == 'delete' then
-  -- KEYS: session, bucket. ARGV: op, id. Returns 1 when a session was deleted.
+  -- KEYS: session, bucket, ended. ARGV: op, id. Returns 1 when a session was deleted.
   local user = redis.call('HGET', KEYS[1], 'm:user')
   if not user then
     return 0
   end
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], user .. '\n' .. ARGV[2])
+  record_end(KEYS[3], 'deleted', user, ARGV[2], now)
   return 1
 
 elseif op == 'list' or op == 'delete_user' then
-  -- KEYS: bucket. ARGV: op, user, the session key prefix of this bucket.
+  -- KEYS: bucket, ended. ARGV: op, user, the session key prefix of this bucket.
   -- list: {id, fields, id, fields, ...}; delete_user: the number deleted.
-  drop_ended(KEYS[1], now)
+  move_expired(KEYS[1], KEYS[2], ARGV[3], now, 64)
   local prefix = ARGV[2] .. '\n'
   local out = {}
   local deleted = 0
@@ -160,7 +190,10 @@ elseif op == 'list' or op == 'delete_user' then
           redis.call('ZREM', KEYS[1], member)
         end
       else
-        deleted = deleted + redis.call('DEL', key)
+        if redis.call('DEL', key) == 1 then
+          deleted = deleted + 1
+          record_end(KEYS[2], 'revoked', ARGV[2], id, now)
+        end
         redis.call('ZREM', KEYS[1], member)
       end
     end
@@ -169,5 +202,29 @@ elseif op == 'list' or op == 'delete_user' then
     return out
   end
   return deleted
+
+elseif op == 'collect' then
+  -- KEYS: bucket, ended. ARGV: op, the session key prefix of this bucket, limit.
+  -- Moves expired members into the ended set, then returns up to `limit` pending endings,
+  -- oldest first: {member, ended ms, ...}. Removes nothing from the ended set.
+  local limit = tonumber(ARGV[3])
+  move_expired(KEYS[1], KEYS[2], ARGV[2], now, limit)
+  return redis.call('ZRANGE', KEYS[2], 0, limit - 1, 'WITHSCORES')
+
+elseif op == 'settle' then
+  -- KEYS: bucket, ended. ARGV: op, the endings now in the stream (members of the ended set).
+  -- Removes them; returns when the bucket next needs a sweep (ms): now when endings remain,
+  -- else its earliest deadline; false when the bucket is empty.
+  for i = 2, #ARGV, 256 do
+    redis.call('ZREM', KEYS[2], unpack(ARGV, i, math.min(i + 255, #ARGV)))
+  end
+  if redis.call('ZCARD', KEYS[2]) > 0 then
+    return now
+  end
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    return false
+  end
+  return tonumber(first[2])
 end
 return redis.error_reply('GWARG op unknown session operation')
