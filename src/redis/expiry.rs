@@ -56,8 +56,15 @@ const TICK: Duration = Duration::from_millis(500);
 const KEYSPACE_RECHECK: Duration = Duration::from_secs(5);
 /// How often missing keyspace flags are looked at again while someone is interested.
 const FLAGS_RECHECK: Duration = Duration::from_secs(30);
-/// Key events the writer's subscriber buffers before it must report `gap{overloaded}`.
-const SUBSCRIBER_BUFFER: usize = 65_536;
+/// Slots in each of fred's nine preallocated notification channels for the writer's
+/// subscriber, held only while this process records. fred hands over all the events of one
+/// socket read before the writer runs again, so this bounds the burst one Redis command may
+/// cause (a DEL of 10,000 keys overflowed 8,192 here; 16,384 costs about 11 MiB, 65,536 cost
+/// 45 MiB). Past it the writer records `gap{overloaded}`.
+const SUBSCRIBER_BUFFER: usize = 16_384;
+/// Key events waiting to be appended; beyond this they are dropped and `gap{overloaded}` is
+/// recorded. Grows only with an actual backlog.
+const MAX_BACKLOG: usize = 200_000;
 /// Events appended per script run.
 const BATCH: usize = 256;
 
@@ -458,31 +465,49 @@ impl ExpiryFeed {
         let redis = redis.clone();
         let subscriber = client.clone();
         let task = tokio::spawn(async move {
+            // Events move from fred's fixed buffer into this backlog at once, while one append
+            // (a batch per round trip) is in flight: memory follows the actual backlog.
             let mut pending: VecDeque<(EventKind, Bytes, i64)> = VecDeque::new();
+            let mut overflowed = false;
+            let mut appending: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
             if took_over {
                 feed.append_gap(&redis, "reconnected").await;
             }
             loop {
+                if appending.is_none() && (overflowed || !pending.is_empty()) {
+                    let feed = feed.clone();
+                    let redis = redis.clone();
+                    let gap = std::mem::take(&mut overflowed);
+                    let take = pending.len().min(BATCH);
+                    let batch: Vec<_> = pending.drain(..take).collect();
+                    appending = Some(Box::pin(async move {
+                        if gap {
+                            feed.append_gap(&redis, "overloaded").await;
+                        }
+                        feed.append(&redis, batch).await;
+                    }));
+                }
                 tokio::select! {
+                    biased;
                     message = messages.recv() => match message {
-                        Ok(first) => {
-                            let mut next = Some(first);
-                            while let Some(event) = next.take() {
-                                if let Some(kind) = EventKind::of_operation(&event.operation) {
-                                    pending.push_back((kind, event.key.inner().clone(), now_ms()));
-                                }
-                                if pending.len() < BATCH {
-                                    next = messages.try_recv().ok();
-                                }
+                        Ok(event) => {
+                            if pending.len() >= MAX_BACKLOG {
+                                overflowed = true;
+                            } else if let Some(kind) = EventKind::of_operation(&event.operation) {
+                                pending.push_back((kind, event.key.inner().clone(), now_ms()));
                             }
-                            feed.append(&redis, pending.drain(..).collect()).await;
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             tracing::warn!(missed, "the key-event recorder fell behind Redis");
-                            feed.append_gap(&redis, "overloaded").await;
+                            overflowed = true;
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
+                    () = async {
+                        if let Some(append) = appending.as_mut() {
+                            append.await;
+                        }
+                    }, if appending.is_some() => appending = None,
                     connected = connections.recv() => {
                         if connected.is_err() {
                             break;
