@@ -205,7 +205,12 @@ async fn serve_all(
         others.push((ready, finished));
     }
     let connected = tokio::select! {
-        redis = Redis::connect(config, fred_config.clone(), config.connections_per_runtime()) => redis,
+        redis = Redis::connect(
+            config,
+            fred_config.clone(),
+            config.connections_per_runtime(),
+            shared.redis_stats.clone(),
+        ) => redis,
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let redis = match connected {
@@ -307,7 +312,7 @@ impl<H: HealthApi> Worker<H> {
             let shutdown = self.shared.shutdown.clone();
             let connections = self.config.connections_per_runtime();
             let redis = tokio::select! {
-                redis = Redis::connect(&self.config, fred_config, connections) => redis?,
+                redis = Redis::connect(&self.config, fred_config, connections, self.shared.redis_stats.clone()) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };
             let outcome = match seat.take().and_then(TcpListener::from_std) {

@@ -9,6 +9,7 @@
 //!   (Session), [`locks`] (Lock), [`transaction`] (KeyValue's guarded transactions), [`scan`]
 //!   (cursor scans, streamed in pages).
 //! - [`wakeups`]: the process's one pub/sub subscription, which wakes lock waiters.
+//! - [`stats`]: failed commands by kind, reconnects and pool state, for the whole process.
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
@@ -24,6 +25,7 @@ pub mod scan;
 pub mod scripts;
 pub mod server_info;
 pub mod sessions;
+pub mod stats;
 pub mod strings;
 pub mod transaction;
 pub mod wakeups;
@@ -38,13 +40,15 @@ use fred::error::Error as RedisError;
 use fred::prelude::*;
 use fred::types::config::{Config as FredConfig, TcpConfig};
 use fred::types::{MultipleKeys, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Idempotency};
 pub use call::{Budget, Call, Operands};
 pub use keys::Namespace;
 pub use scripts::Script;
+use stats::CommandErrorKind;
+pub use stats::RedisStats;
 
 /// The gateway's connection to Redis. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -57,6 +61,8 @@ pub struct Redis {
     retry_reads: bool,
     /// What the gateway saw of each pooled connection, to fail fast during an outage.
     links: Arc<Links>,
+    /// The process's Redis counters (failed commands, reconnects, pools).
+    stats: Arc<RedisStats>,
 }
 
 /// fred reports a client as connected until its first reconnect attempt starts, and commands
@@ -86,13 +92,19 @@ impl Links {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Tracks client `index`'s connection events until the client is dropped. Unlike fred's
-    /// `on_error` helpers, a lagging receiver does not end the tracking.
-    async fn follow(self: Arc<Self>, index: usize, client: Client) {
+    /// Tracks client `index`'s connection events (`errors`, `connects`) until the client is
+    /// dropped, and counts its reconnects in `stats`. Unlike fred's `on_error` helpers, a
+    /// lagging receiver does not end the tracking.
+    async fn follow(
+        self: Arc<Self>,
+        index: usize,
+        mut errors: broadcast::Receiver<(RedisError, Option<Server>)>,
+        mut connects: broadcast::Receiver<Server>,
+        stats: Arc<RedisStats>,
+    ) {
         use tokio::sync::broadcast::error::RecvError;
-        let mut errors = client.error_rx();
-        let mut connects = client.reconnect_rx();
-        drop(client);
+        // fred announces the first connection as it does a reconnect.
+        let mut connected_before = false;
         loop {
             tokio::select! {
                 event = errors.recv() => match event {
@@ -107,9 +119,17 @@ impl Links {
                     Ok(server) => {
                         tracing::debug!(%server, "Redis connection established");
                         self.failed_at[index].store(0, Ordering::Relaxed);
+                        if connected_before {
+                            stats.reconnected(1);
+                        }
+                        connected_before = true;
                     }
                     // Missed events: fred's own state is the judge again.
-                    Err(RecvError::Lagged(_)) => self.failed_at[index].store(0, Ordering::Relaxed),
+                    Err(RecvError::Lagged(missed)) => {
+                        self.failed_at[index].store(0, Ordering::Relaxed);
+                        stats.reconnected(missed.saturating_sub(u64::from(!connected_before)));
+                        connected_before = true;
+                    }
                     Err(RecvError::Closed) => return,
                 },
             }
@@ -176,11 +196,12 @@ impl Redis {
     /// Builds a pool of `connections` on the current runtime and starts connecting. Waits up
     /// to the connect timeout for the first connection; if Redis is not reachable by then the
     /// gateway still starts (health is NOT_SERVING) and fred keeps reconnecting with
-    /// exponential backoff.
+    /// exponential backoff. The pool counts its failures and reconnects in `stats`.
     pub async fn connect(
         config: &Config,
         fred: FredConfig,
         connections: usize,
+        stats: Arc<RedisStats>,
     ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
         let pool = Builder::from_config(fred)
@@ -211,9 +232,16 @@ impl Redis {
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
         });
+        // Subscribed here, before connecting, so that no connection event goes unseen.
         for (index, client) in pool.clients().iter().enumerate() {
-            tokio::spawn(links.clone().follow(index, client.clone()));
+            tokio::spawn(links.clone().follow(
+                index,
+                client.error_rx(),
+                client.reconnect_rx(),
+                stats.clone(),
+            ));
         }
+        stats.add_pool(&pool);
         pool.connect();
         match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
             Ok(Ok(())) => tracing::debug!(connections, "connected to Redis"),
@@ -230,6 +258,7 @@ impl Redis {
             command_timeout: config.redis_command_timeout,
             retry_reads: config.redis_retry_on_timeout,
             links,
+            stats,
         })
     }
 
@@ -289,11 +318,13 @@ impl Redis {
         loop {
             let budget = call.budget();
             if budget.timeout.is_zero() {
+                self.stats.command_failed(CommandErrorKind::Timeout);
                 return Err(Error::DeadlineExceeded {
                     outcome_unknown: false,
                 });
             }
             let Some(index) = self.usable_client() else {
+                self.stats.command_failed(CommandErrorKind::Unavailable);
                 return Err(Error::redis_unreachable());
             };
             let mut connection_failed = self.links.failures[index].subscribe();
@@ -313,14 +344,25 @@ impl Redis {
                     "the connection failed while the command was pending",
                 )),
             };
-            match reply {
+            let err = match reply {
                 Ok(reply) => return Ok(reply),
-                Err(err) if attempt < attempts && is_retryable(&err) => {
-                    tracing::debug!(error = %err, "retrying an idempotent read");
-                    attempt += 1;
-                }
-                Err(err) => return Err(Error::from_redis(err, idempotency, budget, call.operands)),
+                Err(err) => err,
+            };
+            let timed_out = matches!(err.kind(), ErrorKind::Timeout);
+            if attempt < attempts && is_retryable(&err) {
+                self.stats.command_failed(if timed_out {
+                    CommandErrorKind::Timeout
+                } else {
+                    CommandErrorKind::Unavailable
+                });
+                tracing::debug!(error = %err, "retrying an idempotent read");
+                attempt += 1;
+                continue;
             }
+            let err = Error::from_redis(err, idempotency, budget, call.operands);
+            self.stats
+                .command_failed(CommandErrorKind::of(&err, timed_out));
+            return Err(err);
         }
     }
 

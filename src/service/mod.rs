@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, Redis};
+use crate::redis::{Call, Namespace, Redis, RedisStats};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -40,6 +40,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Counters for the gateway's own statistics.
     pub stats: Stats,
+    /// The Redis layer's counters: failed commands, reconnects, pool state.
+    pub redis_stats: Arc<RedisStats>,
     /// Session timeouts when a Create does not choose them.
     pub session_defaults: SessionDefaults,
     /// The lock waiters of this process, woken through its one pub/sub subscription.
@@ -63,6 +65,7 @@ impl Shared {
             shutdown,
             tasks: TaskTracker::new(),
             stats: Stats::default(),
+            redis_stats: Arc::default(),
             session_defaults: SessionDefaults {
                 idle: config.session_idle_timeout,
                 absolute: config.session_absolute_timeout,
