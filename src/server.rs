@@ -134,7 +134,7 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({setting}): {source}")]
 pub struct ListenError {
-    /// The setting that names the address.
+    /// The setting that names the address, e.g. `--listen / GATEWAY_LISTEN`.
     pub setting: &'static str,
     /// The address.
     pub addr: SocketAddr,
@@ -149,7 +149,7 @@ impl Listeners {
         let grpc = bind(config.listen)
             .and_then(TcpListener::from_std)
             .map_err(|source| ListenError {
-                setting: "GATEWAY_LISTEN",
+                setting: "--listen / GATEWAY_LISTEN",
                 addr: config.listen,
                 source,
             })?;
@@ -162,7 +162,7 @@ impl Listeners {
                         TcpListener::from_std(listener)
                     })
                     .map_err(|source| ListenError {
-                        setting: "GATEWAY_METRICS_LISTEN",
+                        setting: "--metrics-listen / GATEWAY_METRICS_LISTEN",
                         addr,
                         source,
                     })
