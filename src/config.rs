@@ -17,6 +17,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("{err} (examples: 250ms, 5s, 2m, 30d)"))
 }
 
+/// Parses the metrics endpoint's address; the error names the setting, which clap's own
+/// message about the flag would not when the value came from the environment.
+fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        "GATEWAY_METRICS_LISTEN must be an IP address and port, e.g. 127.0.0.1:9464 or \
+         0.0.0.0:9464 (port 0 picks a free one)"
+            .to_owned()
+    })
+}
+
 /// Parses a byte size such as `1024`, `64KiB` or `4MiB`.
 fn parse_byte_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -66,6 +76,12 @@ pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`), e.g. 127.0.0.1:9464.
+    /// Unset: no endpoint, and calls are not measured. Port 0 picks a free port (logged as
+    /// "serving metrics addr=...").
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Redis to use, as a URL: `redis://[user:password@]host:port[/db]`. Wins over REDIS_HOST,
     /// REDIS_PORT and REDIS_DB when set.
@@ -249,6 +265,15 @@ impl Config {
                 )
             })?;
         }
+        if let Some(metrics) = self.metrics_listen
+            && metrics.port() != 0
+            && metrics.port() == self.listen.port()
+        {
+            return Err(ConfigError::new(
+                "--metrics-listen / GATEWAY_METRICS_LISTEN",
+                "must use another port than GATEWAY_LISTEN (gRPC)",
+            ));
+        }
         if self.redis_port == 0 {
             return Err(ConfigError::new(
                 "--redis-port / REDIS_PORT",
@@ -396,6 +421,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_host", &self.redis_host)
             .field("redis_port", &self.redis_port)
@@ -534,6 +560,44 @@ mod tests {
             "2",
         ]);
         assert_eq!(config.connections_per_runtime(), 1);
+    }
+
+    #[test]
+    fn metrics_endpoint_is_off_unless_an_address_is_given() {
+        let config = Config::parse_from(["redis-gateway"]);
+        assert_eq!(config.metrics_listen, None);
+        let config = Config::parse_from(["redis-gateway", "--metrics-listen", "127.0.0.1:0"]);
+        assert_eq!(config.metrics_listen, Some(([127, 0, 0, 1], 0).into()));
+        assert!(config.validate().is_ok());
+        let config = Config::parse_from(["redis-gateway", "--metrics-listen", "[::1]:9464"]);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_endpoint_needs_an_address_and_port() {
+        for bad in ["localhost:9464", "9464", "127.0.0.1", "127.0.0.1:99999", ""] {
+            let err = Config::try_parse_from(["redis-gateway", "--metrics-listen", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert_eq!(err.exit_code(), 2);
+            assert!(
+                err.to_string().contains("GATEWAY_METRICS_LISTEN"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_endpoint_cannot_share_the_grpc_port() {
+        let config = Config::parse_from([
+            "redis-gateway",
+            "--listen",
+            "0.0.0.0:50051",
+            "--metrics-listen",
+            "127.0.0.1:50051",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert!(err.setting.contains("GATEWAY_METRICS_LISTEN"), "{err}");
     }
 
     #[test]

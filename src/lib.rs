@@ -18,6 +18,9 @@
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.
 //!   Nothing there knows gRPC.
+//! - [`metrics`]: Prometheus metrics (when `--metrics-listen` is set): one tower layer that
+//!   counts and times every call, a view of the counters the gateway keeps anyway (streams,
+//!   Redis failures, reconnects, pools), and the endpoint that serves them.
 //! - [`limits`]: request and response bounds and input validation.
 //! - [`error`]: the one error type and every gRPC status decision.
 //! - [`telemetry`]: logging setup.
@@ -49,6 +52,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod redis;
 pub mod server;
 pub mod service;

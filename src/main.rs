@@ -34,17 +34,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let listener = match server::bind(config.listen).and_then(tokio::net::TcpListener::from_std) {
-        Ok(listener) => listener,
+    let listeners = match server::Listeners::bind(&config) {
+        Ok(listeners) => listeners,
         Err(err) => {
-            tracing::error!(listen = %config.listen, error = %err, "cannot listen (GATEWAY_LISTEN)");
+            tracing::error!(error = %err, "cannot listen");
             return ExitCode::from(1);
         }
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    match server::run(config, listener, shutdown).await {
+    match server::run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "the gateway stopped");

@@ -11,10 +11,15 @@
 //! calls are refused), streams and background tasks end themselves, and in-flight calls and
 //! tasks are drained for at most `--drain-timeout`; then the pools close and the embedded
 //! Redis stops.
+//!
+//! Metrics (when `--metrics-listen` is set): one registry for the process; each runtime's gRPC
+//! server measures its calls with [`crate::metrics::layer`], and the first runtime serves the
+//! endpoint as a tracked task.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -32,6 +38,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, redact_url};
 use crate::error::Error;
+use crate::metrics::{self, Metrics};
 use crate::pb;
 use crate::pb::hash_server::HashServer;
 use crate::pb::key_value_server::KeyValueServer;
@@ -117,6 +124,58 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The sockets the gateway serves on, bound before it runs: [`Listeners::bind`] binds the
+/// configured addresses; with port 0 the kernel picks a free port, which `local_addr` tells
+/// (the tests bind so).
+pub struct Listeners {
+    /// gRPC (GATEWAY_LISTEN); further runtimes join its address (SO_REUSEPORT).
+    pub grpc: TcpListener,
+    /// The Prometheus endpoint (GATEWAY_METRICS_LISTEN), when configured.
+    pub metrics: Option<TcpListener>,
+}
+
+/// An address the gateway could not listen on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({setting}): {source}")]
+pub struct ListenError {
+    /// The setting that names the address, e.g. `--listen / GATEWAY_LISTEN`.
+    pub setting: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why binding failed (address in use, not an address of this host, permission).
+    #[source]
+    pub source: io::Error,
+}
+
+impl Listeners {
+    /// Binds GATEWAY_LISTEN, and GATEWAY_METRICS_LISTEN when set. Must run on a tokio runtime.
+    pub fn bind(config: &Config) -> Result<Self, ListenError> {
+        let grpc = bind(config.listen)
+            .and_then(TcpListener::from_std)
+            .map_err(|source| ListenError {
+                setting: "--listen / GATEWAY_LISTEN",
+                addr: config.listen,
+                source,
+            })?;
+        let metrics = config
+            .metrics_listen
+            .map(|addr| {
+                std::net::TcpListener::bind(addr)
+                    .and_then(|listener| {
+                        listener.set_nonblocking(true)?;
+                        TcpListener::from_std(listener)
+                    })
+                    .map_err(|source| ListenError {
+                        setting: "--metrics-listen / GATEWAY_METRICS_LISTEN",
+                        addr,
+                        source,
+                    })
+            })
+            .transpose()?;
+        Ok(Self { grpc, metrics })
+    }
+}
+
 /// How a further runtime joins the first one's listening address.
 struct ListenerSeat {
     /// The address to bind with SO_REUSEPORT (the kernel then spreads connections).
@@ -146,10 +205,10 @@ impl ListenerSeat {
     }
 }
 
-/// Serves on `listener` until `shutdown` is cancelled and the drain is over.
+/// Serves on `listeners` until `shutdown` is cancelled and the drain is over.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let embedded = if config.embedded_redis {
@@ -166,7 +225,7 @@ pub async fn run(
         connections_per_runtime = connections,
         "connecting to Redis"
     );
-    let outcome = serve_all(&config, listener, &shutdown, fred_config).await;
+    let outcome = serve_all(&config, listeners, &shutdown, fred_config).await;
     shutdown.cancel();
     if let Some(embedded) = embedded {
         embedded.stop().await;
@@ -175,16 +234,35 @@ pub async fn run(
     outcome
 }
 
-/// Starts the further runtimes, connects this runtime's pool (all connect at once), probes
-/// Redis, serves, and drains.
+/// Starts the metrics endpoint and the further runtimes, connects this runtime's pool (all
+/// connect at once), probes Redis, serves, and drains.
 async fn serve_all(
     config: &Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: &CancellationToken,
     fred_config: FredConfig,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    } = listeners;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(config, shutdown.clone()));
+    // Served from the start: while Redis is unreachable is when the metrics matter most.
+    let metrics = match metrics_listener {
+        Some(metrics_listener) => {
+            let metrics = Arc::new(Metrics::new(shared.clone()));
+            tracing::info!(addr = %metrics_listener.local_addr()?, "serving metrics");
+            shared.tasks.spawn(metrics::endpoint::serve(
+                metrics_listener,
+                metrics.clone(),
+                shared.tasks.clone(),
+                shutdown.clone(),
+            ));
+            Some(metrics)
+        }
+        None => None,
+    };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
     health.set_all(ServingStatus::NotServing).await;
@@ -194,6 +272,7 @@ async fn serve_all(
         let worker = Worker {
             config: config.clone(),
             shared: shared.clone(),
+            metrics: metrics.clone(),
             health: health.clone(),
             health_service: health_service.clone(),
         };
@@ -209,14 +288,16 @@ async fn serve_all(
         others.push((ready, finished));
     }
     let connected = tokio::select! {
-        redis = Redis::connect(config, fred_config.clone(), config.connections_per_runtime()) => redis,
+        redis = Redis::connect(
+            config,
+            fred_config.clone(),
+            config.connections_per_runtime(),
+            shared.redis_stats.clone(),
+        ) => redis,
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let redis = match connected {
-        Ok(redis) => {
-            shared.stats.pools.register(&redis);
-            redis
-        }
+        Ok(redis) => redis,
         Err(err) => {
             shutdown.cancel();
             join(others).await?;
@@ -261,6 +342,7 @@ async fn serve_all(
     let first = Worker {
         config: config.clone(),
         shared: shared.clone(),
+        metrics,
         health,
         health_service,
     };
@@ -305,6 +387,8 @@ struct Worker<H> {
     config: Config,
     /// What the runtimes share.
     shared: Arc<Shared>,
+    /// The registry calls are measured into, when the metrics endpoint is on.
+    metrics: Option<Arc<Metrics>>,
     /// The health statuses, to turn NOT_SERVING on shutdown.
     health: Health,
     /// The health service; every runtime serves the same statuses.
@@ -328,10 +412,9 @@ impl<H: HealthApi> Worker<H> {
             let shutdown = self.shared.shutdown.clone();
             let connections = self.config.connections_per_runtime();
             let redis = tokio::select! {
-                redis = Redis::connect(&self.config, fred_config, connections) => redis?,
+                redis = Redis::connect(&self.config, fred_config, connections, self.shared.redis_stats.clone()) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };
-            self.shared.stats.pools.register(&redis);
             let outcome = match seat.take().and_then(TcpListener::from_std) {
                 Ok(listener) => {
                     let _ = seated.send(());
@@ -371,30 +454,45 @@ impl<H: HealthApi> Worker<H> {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let health = self.health.clone();
-        let serve = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            // A span per call, at debug level: free when the log level is info.
-            .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
-            .layer(InFlightLayer::new(shared.clone()))
-            .add_service(self.health_service)
+        let routes = Routes::new(self.health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(keyvalue)
             .add_service(hash)
             .add_service(session)
             .add_service(lock)
-            .add_service(monitor)
-            .serve_with_incoming_shutdown(incoming, {
-                let shutdown = shutdown.clone();
-                async move {
-                    shutdown.cancelled().await;
-                    health.set_all(ServingStatus::NotServing).await;
-                    health.end_watches().await;
-                }
-            });
-        let mut serve = pin!(serve);
+            .add_service(monitor);
+        let mut server = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // A span per call, at debug level: free when the log level is info.
+            .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
+            .layer(InFlightLayer::new(shared.clone()));
+        let health = self.health.clone();
+        let stop_accepting = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                health.set_all(ServingStatus::NotServing).await;
+                health.end_watches().await;
+            }
+        };
+        // Calls are measured only when the metrics endpoint is on: without it the server has
+        // no layer at all.
+        let mut serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match &self.metrics {
+                Some(metrics) => Box::pin(
+                    server
+                        .layer(metrics.layer())
+                        .add_routes(routes)
+                        .serve_with_incoming_shutdown(incoming, stop_accepting),
+                ),
+                None => Box::pin(
+                    server
+                        .add_routes(routes)
+                        .serve_with_incoming_shutdown(incoming, stop_accepting),
+                ),
+            };
         let drain_timeout = self.config.drain_timeout;
         let (outcome, drained_by) = tokio::select! {
             outcome = &mut serve => (outcome.map_err(ServeError::from), Instant::now() + drain_timeout),

@@ -304,6 +304,11 @@ async fn invalid_configuration_exits_2_naming_the_setting() {
             &[("GATEWAY_MAX_BATCH_ITEMS", "5000")],
             "GATEWAY_MAX_BATCH_ITEMS",
         ),
+        (
+            &[],
+            &[("GATEWAY_METRICS_LISTEN", "localhost:9464")],
+            "GATEWAY_METRICS_LISTEN",
+        ),
     ];
     for (args, envs, setting) in cases {
         let (code, stderr) = run_to_exit(args, envs).await;

@@ -17,10 +17,10 @@
 //!   (an index of deadlines and explicit endings, swept by one elected process into a capped
 //!   stream).
 //! - [`info`]: INFO per node, parsed into sections and typed views (Monitor).
+//! - [`stats`]: failed commands by kind, reconnects and pool state, for the whole process.
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
-//! - [`Pools`]: every runtime's pool, for process-wide connection figures.
 //!
 //! Nothing here knows gRPC: services map requests to these calls and results to messages.
 
@@ -40,13 +40,14 @@ pub mod server_info;
 pub mod session_endings;
 pub mod session_sweeper;
 pub mod sessions;
+pub mod stats;
 pub mod strings;
 pub mod transaction;
 pub mod wakeups;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::clients::{Pool, WithOptions};
@@ -54,13 +55,15 @@ use fred::error::Error as RedisError;
 use fred::prelude::*;
 use fred::types::config::{Config as FredConfig, TcpConfig};
 use fred::types::{MultipleKeys, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Idempotency};
 pub use call::{Budget, Call, Operands};
 pub use keys::Namespace;
 pub use scripts::Script;
+use stats::CommandErrorKind;
+pub use stats::RedisStats;
 
 /// The gateway's connection to Redis. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -73,6 +76,8 @@ pub struct Redis {
     retry_reads: bool,
     /// What the gateway saw of each pooled connection, to fail fast during an outage.
     links: Arc<Links>,
+    /// The process's Redis counters (failed commands, reconnects, pools).
+    stats: Arc<RedisStats>,
 }
 
 /// fred reports a client as connected until its first reconnect attempt starts, and commands
@@ -89,9 +94,6 @@ struct Links {
     epoch: Instant,
     /// Round-robin position.
     next: AtomicUsize,
-    /// Connections re-established after a loss, over all pooled clients; each client's first
-    /// connect is not counted.
-    reconnects: AtomicU64,
 }
 
 /// After this long, fred's own connection state is trusted again over an error event (the
@@ -105,25 +107,19 @@ impl Links {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Tracks client `index`'s connection events until the client is dropped. Unlike fred's
-    /// `on_error` helpers, a lagging receiver does not end the tracking.
-    async fn follow(self: Arc<Self>, index: usize, client: Client) {
+    /// Tracks client `index`'s connection events (`errors`, `connects`) until the client is
+    /// dropped, and counts its reconnects in `stats`. Unlike fred's `on_error` helpers, a
+    /// lagging receiver does not end the tracking.
+    async fn follow(
+        self: Arc<Self>,
+        index: usize,
+        mut errors: broadcast::Receiver<(RedisError, Option<Server>)>,
+        mut connects: broadcast::Receiver<Server>,
+        stats: Arc<RedisStats>,
+    ) {
         use tokio::sync::broadcast::error::RecvError;
-        let mut errors = client.error_rx();
-        let mut connects = client.reconnect_rx();
-        drop(client);
-        // Every event on `connects` is a connection established; all but the first are
-        // re-establishments.
+        // fred announces the first connection as it does a reconnect.
         let mut connected_before = false;
-        let mut count_connects = |connects: u64| {
-            let again = if connected_before {
-                connects
-            } else {
-                connects.saturating_sub(1)
-            };
-            connected_before = true;
-            self.reconnects.fetch_add(again, Ordering::Relaxed);
-        };
         loop {
             tokio::select! {
                 event = errors.recv() => match event {
@@ -137,13 +133,17 @@ impl Links {
                 event = connects.recv() => match event {
                     Ok(server) => {
                         tracing::debug!(%server, "Redis connection established");
-                        count_connects(1);
                         self.failed_at[index].store(0, Ordering::Relaxed);
+                        if connected_before {
+                            stats.reconnected(1);
+                        }
+                        connected_before = true;
                     }
                     // Missed events: fred's own state is the judge again.
                     Err(RecvError::Lagged(missed)) => {
-                        count_connects(missed);
                         self.failed_at[index].store(0, Ordering::Relaxed);
+                        stats.reconnected(missed.saturating_sub(u64::from(!connected_before)));
+                        connected_before = true;
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -211,11 +211,12 @@ impl Redis {
     /// Builds a pool of `connections` on the current runtime and starts connecting. Waits up
     /// to the connect timeout for the first connection; if Redis is not reachable by then the
     /// gateway still starts (health is NOT_SERVING) and fred keeps reconnecting with
-    /// exponential backoff.
+    /// exponential backoff. The pool counts its failures and reconnects in `stats`.
     pub async fn connect(
         config: &Config,
         fred: FredConfig,
         connections: usize,
+        stats: Arc<RedisStats>,
     ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
         let pool = Builder::from_config(fred)
@@ -245,11 +246,17 @@ impl Redis {
                 .collect(),
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
-            reconnects: AtomicU64::new(0),
         });
+        // Subscribed here, before connecting, so that no connection event goes unseen.
         for (index, client) in pool.clients().iter().enumerate() {
-            tokio::spawn(links.clone().follow(index, client.clone()));
+            tokio::spawn(links.clone().follow(
+                index,
+                client.error_rx(),
+                client.reconnect_rx(),
+                stats.clone(),
+            ));
         }
+        stats.add_pool(&pool, &links);
         pool.connect();
         match tokio::time::timeout(connect_timeout, pool.wait_for_connect()).await {
             Ok(Ok(())) => tracing::debug!(connections, "connected to Redis"),
@@ -266,6 +273,7 @@ impl Redis {
             command_timeout: config.redis_command_timeout,
             retry_reads: config.redis_retry_on_timeout,
             links,
+            stats,
         })
     }
 
@@ -325,11 +333,13 @@ impl Redis {
         loop {
             let budget = call.budget();
             if budget.timeout.is_zero() {
+                self.stats.command_failed(CommandErrorKind::Timeout);
                 return Err(Error::DeadlineExceeded {
                     outcome_unknown: false,
                 });
             }
             let Some(index) = self.usable_client() else {
+                self.stats.command_failed(CommandErrorKind::Unavailable);
                 return Err(Error::redis_unreachable());
             };
             let mut connection_failed = self.links.failures[index].subscribe();
@@ -349,14 +359,25 @@ impl Redis {
                     "the connection failed while the command was pending",
                 )),
             };
-            match reply {
+            let err = match reply {
                 Ok(reply) => return Ok(reply),
-                Err(err) if attempt < attempts && is_retryable(&err) => {
-                    tracing::debug!(error = %err, "retrying an idempotent read");
-                    attempt += 1;
-                }
-                Err(err) => return Err(Error::from_redis(err, idempotency, budget, call.operands)),
+                Err(err) => err,
+            };
+            let timed_out = matches!(err.kind(), ErrorKind::Timeout);
+            if attempt < attempts && is_retryable(&err) {
+                self.stats.command_failed(if timed_out {
+                    CommandErrorKind::Timeout
+                } else {
+                    CommandErrorKind::Unavailable
+                });
+                tracing::debug!(error = %err, "retrying an idempotent read");
+                attempt += 1;
+                continue;
             }
+            let err = Error::from_redis(err, idempotency, budget, call.operands);
+            self.stats
+                .command_failed(CommandErrorKind::of(&err, timed_out));
+            return Err(err);
         }
     }
 
@@ -441,78 +462,6 @@ impl Redis {
             Ok(started.elapsed())
         })
         .await
-    }
-
-    /// Pooled connections.
-    pub fn pool_size(&self) -> usize {
-        self.pool.clients().len()
-    }
-
-    /// Pooled connections that are up and not known to have failed.
-    pub fn connections_up(&self) -> usize {
-        self.pool
-            .clients()
-            .iter()
-            .enumerate()
-            .filter(|(index, client)| self.links.usable(*index, client))
-            .count()
-    }
-
-    /// Connections of this pool re-established after a loss since it was built.
-    pub fn reconnects(&self) -> u64 {
-        self.links.reconnects.load(Ordering::Relaxed)
-    }
-}
-
-/// Every runtime's pool, registered once it is built, so that any runtime can report
-/// process-wide connection figures.
-#[derive(Default)]
-pub struct Pools {
-    /// The pools, in the order the runtimes registered them.
-    pools: Mutex<Vec<Redis>>,
-}
-
-/// Connection figures over every runtime's pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolSummary {
-    /// Pooled connections in all.
-    pub size: usize,
-    /// Connections up now.
-    pub up: usize,
-    /// Connections re-established after a loss since start.
-    pub reconnects: u64,
-}
-
-impl Pools {
-    /// Adds a runtime's pool.
-    pub fn register(&self, redis: &Redis) {
-        self.lock().push(redis.clone());
-    }
-
-    /// The figures over every registered pool.
-    pub fn summary(&self) -> PoolSummary {
-        self.lock()
-            .iter()
-            .fold(PoolSummary::default(), |sum, redis| PoolSummary {
-                size: sum.size + redis.pool_size(),
-                up: sum.up + redis.connections_up(),
-                reconnects: sum.reconnects + redis.reconnects(),
-            })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Redis>> {
-        // The list stays valid whatever a panicking holder did: it only ever grows by a push.
-        self.pools
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl std::fmt::Debug for Pools {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pools")
-            .field("summary", &self.summary())
-            .finish()
     }
 }
 

@@ -32,7 +32,7 @@ use crate::redis::call::parse_grpc_timeout;
 use crate::redis::expiry::{ExpiryFeed, FeedSettings};
 use crate::redis::session_endings::SessionEndings;
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, Pools, Redis};
+use crate::redis::{Call, Namespace, Redis, RedisStats};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -47,6 +47,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Counters for the gateway's own statistics.
     pub stats: Stats,
+    /// The Redis layer's counters: failed commands, reconnects, pool state.
+    pub redis_stats: Arc<RedisStats>,
     /// Session timeouts when a Create does not choose them.
     pub session_defaults: SessionDefaults,
     /// The lock waiters of this process, woken through its one pub/sub subscription.
@@ -76,6 +78,7 @@ impl Shared {
             shutdown,
             tasks: TaskTracker::new(),
             stats: Stats::default(),
+            redis_stats: Arc::default(),
             session_defaults: SessionDefaults {
                 idle: config.session_idle_timeout,
                 absolute: config.session_absolute_timeout,
@@ -105,8 +108,6 @@ pub struct Stats {
     /// gRPC calls being served now, streams included, counted by [`in_flight::InFlightLayer`]
     /// from the request until the response body is finished or dropped.
     pub in_flight_calls: AtomicU64,
-    /// Every runtime's Redis pool: pool size, connections up, reconnects.
-    pub pools: Pools,
     /// Open WatchExpirations streams.
     pub expiry_subscribers: AtomicU64,
     /// Key events delivered to WatchExpirations subscribers.
@@ -122,7 +123,6 @@ impl Default for Stats {
             open_streams: AtomicU64::new(0),
             streams_opened: AtomicU64::new(0),
             in_flight_calls: AtomicU64::new(0),
-            pools: Pools::default(),
             expiry_subscribers: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),

@@ -516,18 +516,19 @@ impl Monitor for MonitorService {
         _request: Request<pb::MonitorGetGatewayStatsRequest>,
     ) -> Result<Response<pb::MonitorGetGatewayStatsResponse>, Status> {
         let stats = &self.context.shared.stats;
-        let pools = stats.pools.summary();
+        let redis = &self.context.shared.redis_stats;
+        let pools = redis.pool_connections();
         Ok(Response::new(pb::MonitorGetGatewayStatsResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime: Some(duration(stats.started_at.elapsed())),
-            pool_size: u32::try_from(pools.size).unwrap_or(u32::MAX),
-            pool_connected: u32::try_from(pools.up).unwrap_or(u32::MAX),
+            pool_size: u32::try_from(pools.configured).unwrap_or(u32::MAX),
+            pool_connected: u32::try_from(pools.connected).unwrap_or(u32::MAX),
             // This call is one of them; it is not reported.
             in_flight_calls: stats
                 .in_flight_calls
                 .load(Ordering::Relaxed)
                 .saturating_sub(1),
-            reconnects: pools.reconnects,
+            reconnects: redis.reconnects(),
             expiry_subscribers: stats.expiry_subscribers.load(Ordering::Relaxed),
             events_delivered: stats.events_delivered.load(Ordering::Relaxed),
             events_dropped: stats.events_dropped.load(Ordering::Relaxed),

@@ -248,6 +248,8 @@ pub fn shared_redis() -> &'static RedisServer {
 pub struct Gateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves metrics, when started with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Cancel to shut it down.
     pub shutdown: CancellationToken,
     /// The server task; resolves when it has stopped.
@@ -280,6 +282,7 @@ impl Gateway {
         for (flag, value) in [
             ("--health-interval", "100ms"),
             ("--redis-connect-timeout", "1s"),
+            ("--listen", "127.0.0.1:0"),
         ] {
             if !args.contains(&flag) {
                 argv.extend([flag, value]);
@@ -288,15 +291,19 @@ impl Gateway {
         argv.extend_from_slice(args);
         let config = Config::parse_from(argv);
         config.validate().expect("test configuration is valid");
-        // As the binary does: SO_REUSEPORT, so further runtimes get their own sockets.
-        let listener = server::bind(([127, 0, 0, 1], 0).into())
-            .and_then(tokio::net::TcpListener::from_std)
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        // As the binary does (SO_REUSEPORT, so further runtimes get their own sockets); the
+        // ports the kernel picked are read back.
+        let listeners = server::Listeners::bind(&config).expect("bind the test listeners");
+        let addr = listeners.grpc.local_addr().unwrap();
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(server::run(config, listeners, shutdown.clone()));
         Self {
             addr,
+            metrics_addr,
             shutdown,
             task: Some(task),
         }
@@ -310,6 +317,14 @@ impl Gateway {
     /// A KeyValue client.
     pub async fn kv(&self) -> KeyValueClient<Channel> {
         KeyValueClient::new(self.channel().await)
+    }
+
+    /// The metrics endpoint's answer to `GET /metrics`: the status line and the body.
+    pub async fn scrape(&self) -> (String, String) {
+        let addr = self
+            .metrics_addr
+            .expect("the gateway was started with --metrics-listen");
+        http_get(addr, "/metrics").await
     }
 
     /// A health client.
@@ -387,6 +402,29 @@ pub async fn connect_channel(addr: SocketAddr, within: Duration) -> Channel {
             }
         }
     }
+}
+
+/// A plain HTTP/1.1 GET of `path` from `addr`: the status line and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the HTTP answer within 10 s")
+    .unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
 }
 
 /// Waits until at least `count` clients of the Redis behind `admin` are held (by CLIENT PAUSE)

@@ -109,6 +109,11 @@ impl Log {
         }
     }
 
+    /// The lines read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
     /// Every line, from the first, once the child has closed stderr (exited); fails if that
     /// takes longer than `within`.
     pub async fn into_lines(mut self, within: Duration) -> Vec<String> {

@@ -1,0 +1,201 @@
+//! Prometheus metrics, served on their own port when `--metrics-listen` /
+//! GATEWAY_METRICS_LISTEN is set (and neither recorded nor served when it is not).
+//!
+//! - [`layer`]: the one tower layer on the gRPC server that counts and times every call.
+//! - [`endpoint`]: `GET /metrics` over HTTP/1.1 (hyper, which tonic already brings), a tracked
+//!   task that ends on shutdown.
+//! - This file: the [`Metrics`] registry (`prometheus-client`: atomics, one registry that
+//!   every runtime records into) and the scrape-time view of the counters that the gateway
+//!   keeps anyway ([`crate::service::Stats`], [`crate::redis::RedisStats`]).
+//!
+//! # Metrics
+//!
+//! | name | type | labels | what |
+//! | --- | --- | --- | --- |
+//! | `grpc_server_handled_total` | counter | `grpc_service`, `grpc_method`, `grpc_code` | calls finished, by status code |
+//! | `grpc_server_handling_seconds` | histogram | `grpc_service`, `grpc_method` | time from request to the call's status |
+//! | `gateway_server_streams_open` | gauge | | server streams open now |
+//! | `gateway_server_streams_opened_total` | counter | | server streams opened since start |
+//! | `gateway_redis_command_errors_total` | counter | `kind` (`unavailable`, `timeout`, `other`) | failed Redis commands |
+//! | `gateway_redis_reconnects_total` | counter | | pooled connections re-established |
+//! | `gateway_redis_pool_configured_connections` | gauge | | connections of every runtime's pool |
+//! | `gateway_redis_pool_connected_connections` | gauge | | of those, connected now |
+//!
+//! A call counts once, when it ends: a unary call when its status is sent, a server stream
+//! when it closes (Lock.Hold may run for hours before it shows; `gateway_server_streams_open`
+//! shows it meanwhile). See [`layer`] for where the status is read.
+//!
+//! Only what is recorded is registered. The expiry stream (WatchExpirations, Session
+//! WatchEnded) adds its own here when it lands: watchers open, events delivered, events dropped,
+//! as counters it keeps beside [`crate::service::Stats`] and encodes in
+//! [`GatewayCollector::encode`].
+
+pub mod endpoint;
+pub mod layer;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::redis::stats::CommandErrorKind;
+use crate::service::Shared;
+pub use layer::RpcMetricsLayer;
+
+/// Upper bounds of the latency buckets, in seconds: a Get through the gateway takes about
+/// 0.1–1 ms under load, a waiting Lock.Acquire up to its wait timeout.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Labels of a finished call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    /// The gRPC service, e.g. `redisgateway.v1.KeyValue`.
+    grpc_service: String,
+    /// The method, e.g. `Get`.
+    grpc_method: String,
+    /// The status code, e.g. `OK`, `INVALID_ARGUMENT`.
+    grpc_code: &'static str,
+}
+
+/// Labels of a method's latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    /// The gRPC service.
+    grpc_service: String,
+    /// The method.
+    grpc_method: String,
+}
+
+/// A histogram with [`LATENCY_BUCKETS`].
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The metric families that calls record into; clones share the same series.
+#[derive(Clone)]
+struct CallFamilies {
+    /// `grpc_server_handled_total`.
+    handled: Family<CallLabels, Counter>,
+    /// `grpc_server_handling_seconds`.
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+}
+
+/// The process's metrics: one registry for every runtime.
+pub struct Metrics {
+    /// What a scrape encodes.
+    registry: Registry,
+    /// The families the gRPC layer records into.
+    calls: CallFamilies,
+}
+
+impl Metrics {
+    /// The registry, with the call metrics and a view of `shared`'s counters.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let calls = CallFamilies {
+            handled: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "grpc_server_handled",
+            "gRPC calls finished, by service, method and status code",
+            calls.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time from a gRPC request to its status (for a server stream: its whole life)",
+            calls.latency.clone(),
+        );
+        registry.register_collector(Box::new(GatewayCollector { shared }));
+        Self { registry, calls }
+    }
+
+    /// A layer for one runtime's gRPC server (each runtime has its own table of methods,
+    /// which all record into this registry).
+    pub fn layer(&self) -> RpcMetricsLayer {
+        RpcMetricsLayer::new(&self.calls)
+    }
+
+    /// Every metric in the Prometheus text format (0.0.4).
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::with_capacity(16 * 1024);
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// The counters the gateway keeps whether or not metrics are on, read at scrape time.
+#[derive(Debug)]
+struct GatewayCollector {
+    /// Streams, Redis counters and pools.
+    shared: Arc<Shared>,
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = &self.shared.stats;
+        let open_streams = stats.open_streams.load(Ordering::Relaxed);
+        let gauge = ConstGauge::new(i64::try_from(open_streams).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "gateway_server_streams_open",
+            "Server streams open now (Scan, Lock.Hold, ...).",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let counter = ConstCounter::new(stats.streams_opened.load(Ordering::Relaxed));
+        counter.encode(encoder.encode_descriptor(
+            "gateway_server_streams_opened",
+            "Server streams opened since start.",
+            None,
+            counter.metric_type(),
+        )?)?;
+
+        let redis = &self.shared.redis_stats;
+        let mut errors = encoder.encode_descriptor(
+            "gateway_redis_command_errors",
+            "Redis commands that failed: unavailable (no connection, refused), timeout, other \
+             (an error reply).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for kind in CommandErrorKind::ALL {
+            let labels = [("kind", kind.label())];
+            ConstCounter::new(redis.command_errors(kind)).encode(errors.encode_family(&labels)?)?;
+        }
+        let counter = ConstCounter::new(redis.reconnects());
+        counter.encode(encoder.encode_descriptor(
+            "gateway_redis_reconnects",
+            "Pooled Redis connections re-established after a failure.",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let pools = redis.pool_connections();
+        for (name, help, value) in [
+            (
+                "gateway_redis_pool_configured_connections",
+                "Redis connections of every runtime's pool (REDIS_MAX_CONNECTIONS shared out).",
+                pools.configured,
+            ),
+            (
+                "gateway_redis_pool_connected_connections",
+                "Pooled Redis connections connected now.",
+                pools.connected,
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
