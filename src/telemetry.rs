@@ -12,6 +12,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // When stderr is gone (a closed pipe), tracing-subscriber would report the failed
+        // write with `eprintln!`, which panics and kills whatever task was logging — even the
+        // signal handler. A lost log line must not stop the gateway.
+        .log_internal_errors(false)
         // Colours only for a person at a terminal, not in files and collectors.
         .with_ansi(std::io::stderr().is_terminal());
     match format {

@@ -856,3 +856,29 @@ async fn json_log_format_writes_one_object_per_line() {
         "{logged:?}"
     );
 }
+
+/// A log reader that goes away (its pipe closed) costs log lines, not the gateway: it keeps
+/// serving and still stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_neither_crashes_the_gateway_nor_deafens_it_to_signals() {
+    let url = shared_redis().url();
+    let mut gateway = start_gateway_process(&["--redis-url", &url], &[("RUST_LOG", "debug")]).await;
+    let addr = gateway.addr;
+    // Close the read end of its stderr: every log line from now on fails to write.
+    drop(gateway.log);
+    let mut kv = KeyValueClient::new(common::connect_channel(addr, Duration::from_secs(10)).await);
+    for _ in 0..20 {
+        kv.get(pb::KeyValueGetRequest {
+            key: unique_key("closed-log"),
+            ..Default::default()
+        })
+        .await
+        .expect("serves with its log pipe closed");
+    }
+    sigterm(&gateway.child);
+    let status = tokio::time::timeout(Duration::from_secs(15), gateway.child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .expect("wait for the gateway");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
