@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Log, logged_addr, spawn_gateway, start_gateway_process};
 use common::{Gateway, RedisServer, assert_code, duration, http_get, shared_redis, unique_key};
+use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use redis_gateway::pb::lock_client::LockClient;
@@ -383,4 +384,48 @@ async fn the_endpoint_is_absent_when_unset() {
     );
     let in_process = Gateway::start(&redis.url(), &[]).await;
     assert_eq!(in_process.metrics_addr, None);
+}
+
+/// The expiry stream's figures: watchers open now and events delivered to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_watchers_and_events_are_counted() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &["--metrics-listen", "127.0.0.1:0"]).await;
+    let mut kv = gateway.kv().await;
+    let key = unique_key("metrics-watch");
+    let mut events = kv
+        .watch_expirations(pb::KeyValueWatchExpirationsRequest {
+            pattern: key.clone(),
+            kinds: vec![pb::KeyEventKind::Deleted as i32],
+            resume_after: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(events.message().await.unwrap().is_some(), "subscribed");
+    let admin = redis.client().await;
+    for _ in 0..3 {
+        let _: () = admin.set(&key, "v", None, None, false).await.unwrap();
+        let _: i64 = admin.del(&key).await.unwrap();
+        assert!(events.message().await.unwrap().is_some(), "a deletion");
+    }
+    let text = scrape_until(&gateway, Duration::from_secs(5), |text| {
+        sample(text, "gateway_expiry_events_delivered_total", &[]) == Some(3.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "gateway_expiry_watchers", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "gateway_expiry_events_dropped_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    drop(events);
+    scrape_until(&gateway, Duration::from_secs(5), |text| {
+        sample(text, "gateway_expiry_watchers", &[]) == Some(0.0)
+    })
+    .await;
 }

@@ -20,15 +20,17 @@
 //! | `gateway_redis_reconnects_total` | counter | | pooled connections re-established |
 //! | `gateway_redis_pool_configured_connections` | gauge | | connections of every runtime's pool |
 //! | `gateway_redis_pool_connected_connections` | gauge | | of those, connected now |
+//! | `gateway_expiry_watchers` | gauge | | WatchExpirations streams open |
+//! | `gateway_expiry_events_delivered_total` | counter | | key events delivered to them |
+//! | `gateway_expiry_events_dropped_total` | counter | | key events skipped for laggards |
 //!
 //! A call counts once, when it ends: a unary call when its status is sent, a server stream
 //! when it closes (Lock.Hold may run for hours before it shows; `gateway_server_streams_open`
 //! shows it meanwhile). See [`layer`] for where the status is read.
 //!
-//! Only what is recorded is registered. The expiry stream (WatchExpirations, Session
-//! WatchEnded) adds its own here when it lands: watchers open, events delivered, events dropped,
-//! as counters it keeps beside [`crate::service::Stats`] and encodes in
-//! [`GatewayCollector::encode`].
+//! Only what is recorded is registered. Counters the gateway keeps anyway
+//! ([`crate::service::Stats`], [`crate::redis::RedisStats`]) are read at scrape time by
+//! [`GatewayCollector`].
 
 pub mod endpoint;
 pub mod layer;
@@ -195,6 +197,36 @@ impl Collector for GatewayCollector {
         ] {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+
+        let watchers = stats.expiry_subscribers.load(Ordering::Relaxed);
+        let gauge = ConstGauge::new(i64::try_from(watchers).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "gateway_expiry_watchers",
+            "KeyValue.WatchExpirations streams open now.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "gateway_expiry_events_delivered",
+                "Key events delivered to WatchExpirations streams.",
+                stats.events_delivered.load(Ordering::Relaxed),
+            ),
+            (
+                "gateway_expiry_events_dropped",
+                "Key events skipped for WatchExpirations streams that fell behind (each told by \
+                 a gap).",
+                stats.events_dropped.load(Ordering::Relaxed),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         Ok(())
     }
