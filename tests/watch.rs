@@ -477,3 +477,27 @@ async fn flags_left_alone_are_explained_and_picked_up_once_enabled() {
         }
     }
 }
+
+/// A graceful shutdown ends watch streams (UNAVAILABLE, "shutting down") instead of waiting
+/// for them, and the gateway stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_end_when_the_gateway_drains() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &[]).await;
+    let mut kv = gateway.kv().await;
+    let (mut events, _) = watch(&mut kv, request("", &[])).await;
+    let started = Instant::now();
+    gateway.shutdown.cancel();
+    let ended = tokio::time::timeout(SOON, events.message())
+        .await
+        .expect("the stream ends on drain");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    gateway.stopped().await.expect("clean stop");
+    assert!(
+        started.elapsed() < SOON,
+        "drain took {:?}",
+        started.elapsed()
+    );
+}
