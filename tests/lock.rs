@@ -690,8 +690,16 @@ async fn waiters_share_one_subscription_and_a_release_wakes_only_the_next() {
     watcher.init().await.unwrap();
     let mut messages = watcher.message_rx();
     watcher.subscribe("__gw:lock:wake").await.unwrap();
+    // The watcher hears the channel before the release: a probe of our own comes back first
+    // (gateways ignore ids that are not their waiters').
+    let _: i64 = admin.publish("__gw:lock:wake", "probe").await.unwrap();
+    let probe = tokio::time::timeout(Duration::from_secs(5), messages.recv())
+        .await
+        .expect("the watcher is subscribed")
+        .unwrap();
+    assert_eq!(probe.value.as_str().as_deref(), Some("probe"));
     assert!(release(&mut locks, &name, &held.token).await);
-    let first = tokio::time::timeout(Duration::from_secs(2), messages.recv())
+    let first = tokio::time::timeout(Duration::from_secs(5), messages.recv())
         .await
         .expect("a wake-up is published")
         .unwrap();
