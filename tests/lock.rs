@@ -306,10 +306,7 @@ async fn waiters_are_served_in_arrival_order_and_a_cancelled_one_is_skipped() {
     // A free-riding acquisition without waiting is refused while others queue.
     assert!(release(&mut locks, &name, &held.token).await);
     let late = acquire(&mut locks, &name, Duration::from_secs(30), Duration::ZERO).await;
-    assert!(
-        !late.acquired || late.fencing_token == 0,
-        "a newcomer jumped the queue"
-    );
+    assert!(!late.acquired, "a newcomer jumped the queue: {late:?}");
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(

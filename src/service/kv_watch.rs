@@ -171,8 +171,10 @@ pub async fn watch_expirations(
         {
             return Ok(());
         }
+        // What the client already has is never sent again, also when this process's reader
+        // is behind the client's resume point.
+        let mut delivered = live_from.max(resume.unwrap_or_default());
         // Replay what a resuming client missed, up to where the live entries begin.
-        let mut delivered = live_from;
         if let Some(after) = resume
             && after < live_from
         {
@@ -213,7 +215,6 @@ pub async fn watch_expirations(
                     break;
                 }
             }
-            delivered = live_from;
         }
         loop {
             match receiver.recv().await {

@@ -116,7 +116,9 @@ pub async fn watch_ended(
                 }
             }
         }
-        let mut delivered = live_from;
+        // What the client already has is never sent again, also when this process's reader
+        // is behind the client's resume point.
+        let mut delivered = live_from.max(resume.unwrap_or_default());
         loop {
             match receiver.recv().await {
                 Ok(ending) => {
