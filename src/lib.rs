@@ -12,14 +12,14 @@
 //!   server stream. The Lock service adds waiting (queued in Redis, woken through the
 //!   process's one pub/sub subscription, [`redis::wakeups`]) and Hold's renewals. The Monitor
 //!   service reports INFO per node ([`redis::info`]) and the gateway's own counters
-//!   ([`service::Stats`]), which a tower layer ([`service::in_flight`]) keeps for calls in
-//!   flight.
+//!   ([`service::Stats`]); one tower layer ([`service::calls`]) counts the calls in flight and,
+//!   with metrics on, measures them.
 //! - [`redis`]: the fred pool and how commands run (time budget, at-most-once writes, Lua by
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.
 //!   Nothing there knows gRPC.
-//! - [`metrics`]: Prometheus metrics (when `--metrics-listen` is set): one tower layer that
-//!   counts and times every call, a view of the counters the gateway keeps anyway (streams,
+//! - [`metrics`]: Prometheus metrics (when `--metrics-listen` is set): every call counted and
+//!   timed by method and status code (per-runtime tables summed at scrape), a view of the counters the gateway keeps anyway (streams,
 //!   Redis failures, reconnects, pools), and the endpoint that serves them.
 //! - [`limits`]: request and response bounds and input validation.
 //! - [`error`]: the one error type and every gRPC status decision.

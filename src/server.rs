@@ -13,13 +13,12 @@
 //! Redis stops.
 //!
 //! Metrics (when `--metrics-listen` is set): one registry for the process; each runtime's gRPC
-//! server measures its calls with [`crate::metrics::layer`], and the first runtime serves the
+//! server counts and measures its calls with [`crate::service::calls`] into its own table of
+//! [`crate::metrics::calls`], and the first runtime serves the
 //! endpoint as a tracked task.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,8 +47,8 @@ use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
+use crate::service::calls::CallLayer;
 use crate::service::hash::HashService;
-use crate::service::in_flight::InFlightLayer;
 use crate::service::kv::KeyValueService;
 use crate::service::lock::LockService;
 use crate::service::monitor::MonitorService;
@@ -467,7 +466,10 @@ impl<H: HealthApi> Worker<H> {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             // A span per call, at debug level: free when the log level is info.
             .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
-            .layer(InFlightLayer::new(shared.clone()));
+            // Counts calls in flight; measures them too when the metrics endpoint is on.
+            .layer(CallLayer::new(shared.stats.add_runtime(
+                self.metrics.as_ref().map(|metrics| metrics.add_runtime()),
+            )));
         let health = self.health.clone();
         let stop_accepting = {
             let shutdown = shutdown.clone();
@@ -477,22 +479,10 @@ impl<H: HealthApi> Worker<H> {
                 health.end_watches().await;
             }
         };
-        // Calls are measured only when the metrics endpoint is on: without it the server has
-        // no layer at all.
-        let mut serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-            match &self.metrics {
-                Some(metrics) => Box::pin(
-                    server
-                        .layer(metrics.layer())
-                        .add_routes(routes)
-                        .serve_with_incoming_shutdown(incoming, stop_accepting),
-                ),
-                None => Box::pin(
-                    server
-                        .add_routes(routes)
-                        .serve_with_incoming_shutdown(incoming, stop_accepting),
-                ),
-            };
+        let serve = server
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stop_accepting);
+        tokio::pin!(serve);
         let drain_timeout = self.config.drain_timeout;
         let (outcome, drained_by) = tokio::select! {
             outcome = &mut serve => (outcome.map_err(ServeError::from), Instant::now() + drain_timeout),

@@ -1,12 +1,13 @@
 //! Prometheus metrics, served on their own port when `--metrics-listen` /
 //! GATEWAY_METRICS_LISTEN is set (and neither recorded nor served when it is not).
 //!
-//! - [`layer`]: the one tower layer on the gRPC server that counts and times every call.
+//! - [`calls`]: what every gRPC call records (by method and status code), in one table of
+//!   atomics per runtime, summed when scraped; [`crate::service::calls`] is the tower layer
+//!   that feeds it.
 //! - [`endpoint`]: `GET /metrics` over HTTP/1.1 (hyper, which tonic already brings), a tracked
 //!   task that ends on shutdown.
-//! - This file: the [`Metrics`] registry (`prometheus-client`: atomics, one registry that
-//!   every runtime records into) and the scrape-time view of the counters that the gateway
-//!   keeps anyway ([`crate::service::Stats`], [`crate::redis::RedisStats`]).
+//! - This file: the [`Metrics`] registry (`prometheus-client`, one per process) and the
+//!   scrape-time view of the counters that the gateway keeps anyway ([`crate::service::Stats`], [`crate::redis::RedisStats`]).
 //!
 //! # Metrics
 //!
@@ -26,14 +27,14 @@
 //!
 //! A call counts once, when it ends: a unary call when its status is sent, a server stream
 //! when it closes (Lock.Hold may run for hours before it shows; `gateway_server_streams_open`
-//! shows it meanwhile). See [`layer`] for where the status is read.
+//! shows it meanwhile). See [`crate::service::calls`] for where the status is read.
 //!
 //! Only what is recorded is registered. Counters the gateway keeps anyway
 //! ([`crate::service::Stats`], [`crate::redis::RedisStats`]) are read at scrape time by
 //! [`GatewayCollector`].
 
+pub mod calls;
 pub mod endpoint;
-pub mod layer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,16 +42,15 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::redis::stats::CommandErrorKind;
 use crate::service::Shared;
-pub use layer::RpcMetricsLayer;
+pub use calls::CallTable;
+use calls::CallTables;
 
 /// Upper bounds of the latency buckets, in seconds: a Get through the gateway takes about
 /// 0.1–1 ms under load, a waiting Lock.Acquire up to its wait timeout.
@@ -59,74 +59,30 @@ const LATENCY_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// Labels of a finished call.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    /// The gRPC service, e.g. `redisgateway.v1.KeyValue`.
-    grpc_service: String,
-    /// The method, e.g. `Get`.
-    grpc_method: String,
-    /// The status code, e.g. `OK`, `INVALID_ARGUMENT`.
-    grpc_code: &'static str,
-}
-
-/// Labels of a method's latency.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabels {
-    /// The gRPC service.
-    grpc_service: String,
-    /// The method.
-    grpc_method: String,
-}
-
-/// A histogram with [`LATENCY_BUCKETS`].
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
-}
-
-/// The metric families that calls record into; clones share the same series.
-#[derive(Clone)]
-struct CallFamilies {
-    /// `grpc_server_handled_total`.
-    handled: Family<CallLabels, Counter>,
-    /// `grpc_server_handling_seconds`.
-    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
-}
-
 /// The process's metrics: one registry for every runtime.
 pub struct Metrics {
     /// What a scrape encodes.
     registry: Registry,
-    /// The families the gRPC layer records into.
-    calls: CallFamilies,
+    /// Every runtime's table of call counters, read by the registry's [`CallCollector`].
+    calls: Arc<CallTables>,
 }
 
 impl Metrics {
     /// The registry, with the call metrics and a view of `shared`'s counters.
     pub fn new(shared: Arc<Shared>) -> Self {
-        let calls = CallFamilies {
-            handled: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
-        };
+        let calls = Arc::new(CallTables::new());
         let mut registry = Registry::default();
-        registry.register(
-            "grpc_server_handled",
-            "gRPC calls finished, by service, method and status code",
-            calls.handled.clone(),
-        );
-        registry.register(
-            "grpc_server_handling_seconds",
-            "Time from a gRPC request to its status (for a server stream: its whole life)",
-            calls.latency.clone(),
-        );
+        registry.register_collector(Box::new(CallCollector {
+            calls: calls.clone(),
+        }));
         registry.register_collector(Box::new(GatewayCollector { shared }));
         Self { registry, calls }
     }
 
-    /// A layer for one runtime's gRPC server (each runtime has its own table of methods,
-    /// which all record into this registry).
-    pub fn layer(&self) -> RpcMetricsLayer {
-        RpcMetricsLayer::new(&self.calls)
+    /// A table for one runtime's calls to be recorded into (by [`crate::service::calls`]);
+    /// every scrape sums all of them.
+    pub fn add_runtime(&self) -> Arc<CallTable> {
+        self.calls.add_runtime()
     }
 
     /// Every metric in the Prometheus text format (0.0.4).
@@ -134,6 +90,23 @@ impl Metrics {
         let mut text = String::with_capacity(16 * 1024);
         prometheus_text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// `grpc_server_handled_total` and `grpc_server_handling_seconds`, summed over the runtimes.
+struct CallCollector {
+    calls: Arc<CallTables>,
+}
+
+impl fmt::Debug for CallCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallCollector")
+    }
+}
+
+impl Collector for CallCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.calls.encode(&mut encoder)
     }
 }
 

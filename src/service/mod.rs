@@ -4,10 +4,11 @@
 //! one typed operation on [`crate::redis::Redis`] with the call's [`Call`] and plain values,
 //! map the result back to the response message. Server streams go through
 //! [`Context::stream`] (or [`Context::stream_managed`] when ending one must undo something). Status decisions live in [`crate::error`].
-//! [`in_flight`] is the tower layer that counts the calls being served, for [`Stats`].
+//! [`calls`] is the tower layer that counts the calls being served, for [`Stats`] (and measures
+//! them for the metrics).
 
+pub mod calls;
 pub mod hash;
-pub mod in_flight;
 pub mod kv;
 mod kv_convert;
 mod kv_watch;
@@ -17,8 +18,8 @@ pub mod session;
 mod session_watch;
 mod stream;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -105,9 +106,9 @@ pub struct Stats {
     pub open_streams: AtomicU64,
     /// Server streams opened since start.
     pub streams_opened: AtomicU64,
-    /// gRPC calls being served now, streams included, counted by [`in_flight::InFlightLayer`]
-    /// from the request until the response body is finished or dropped.
-    pub in_flight_calls: AtomicU64,
+    /// Each runtime's call counters ([`calls::CallLayer`] counts into them), summed by
+    /// [`Stats::in_flight_calls`].
+    runtime_calls: Mutex<Vec<Arc<calls::RuntimeCalls>>>,
     /// Open WatchExpirations streams.
     pub expiry_subscribers: AtomicU64,
     /// Key events delivered to WatchExpirations subscribers.
@@ -122,11 +123,37 @@ impl Default for Stats {
             started_at: Instant::now(),
             open_streams: AtomicU64::new(0),
             streams_opened: AtomicU64::new(0),
-            in_flight_calls: AtomicU64::new(0),
+            runtime_calls: Mutex::new(Vec::new()),
             expiry_subscribers: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
         }
+    }
+}
+
+impl Stats {
+    /// Counters for one more runtime's calls (measured into `measured` when metrics are on),
+    /// included in [`Stats::in_flight_calls`] from now on.
+    pub fn add_runtime(
+        &self,
+        measured: Option<Arc<crate::metrics::CallTable>>,
+    ) -> Arc<calls::RuntimeCalls> {
+        let calls = Arc::new(calls::RuntimeCalls::new(measured));
+        self.runtimes().push(calls.clone());
+        calls
+    }
+
+    /// gRPC calls being served now on every runtime, streams included, from the request until
+    /// the response body is finished or dropped.
+    pub fn in_flight_calls(&self) -> u64 {
+        self.runtimes().iter().map(|calls| calls.in_flight()).sum()
+    }
+
+    fn runtimes(&self) -> std::sync::MutexGuard<'_, Vec<Arc<calls::RuntimeCalls>>> {
+        // The vector stays whole whatever panicked while it was held: use it.
+        self.runtime_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -524,10 +524,7 @@ impl Monitor for MonitorService {
             pool_size: u32::try_from(pools.configured).unwrap_or(u32::MAX),
             pool_connected: u32::try_from(pools.connected).unwrap_or(u32::MAX),
             // This call is one of them; it is not reported.
-            in_flight_calls: stats
-                .in_flight_calls
-                .load(Ordering::Relaxed)
-                .saturating_sub(1),
+            in_flight_calls: stats.in_flight_calls().saturating_sub(1),
             reconnects: redis.reconnects(),
             expiry_subscribers: stats.expiry_subscribers.load(Ordering::Relaxed),
             events_delivered: stats.events_delivered.load(Ordering::Relaxed),
