@@ -3,11 +3,12 @@
 #               REDIS_URL or REDIS_HOST names one
 #   make test   run every test (each installs what is missing first)
 # Also: make lint (rustfmt, clippy, buf lint and buf breaking on proto/), make build (release
-# binary).
+# binaries), make bench (the gateway against redis-benchmark on a private Redis, one run;
+# BENCH_ARGS passes options to scripts/bench-report.py, e.g. BENCH_ARGS="--concurrency 1 8 64").
 
 CARGO ?= cargo
 
-.PHONY: run test lint build
+.PHONY: run test lint build bench
 
 run:
 	@scripts/install-deps.sh run
@@ -29,4 +30,9 @@ lint:
 		scripts/buf-breaking.sh
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release --bins
+
+bench:
+	@scripts/install-deps.sh test >/dev/null
+	$(CARGO) build --release --bins
+	python3 scripts/bench-report.py $(BENCH_ARGS)
