@@ -351,9 +351,14 @@ impl Redis {
             };
             // Biased toward the reply: when the reply and the failure signal are both ready,
             // the command did complete, and an applied write must not be reported as unknown.
+            // Boxed: fred's command futures are several kilobytes, and a future embedded here
+            // would make every caller's future as large, copied at each move (a Get's handler
+            // future was 17 KB, and memcpy the gateway's largest cost). One small allocation
+            // costs less.
+            let command = Box::pin(command(self.pool.clients()[index].with_options(&options)));
             let reply = tokio::select! {
                 biased;
-                reply = command(self.pool.clients()[index].with_options(&options)) => reply,
+                reply = command => reply,
                 _ = connection_failed.changed() => Err(RedisError::new(
                     ErrorKind::IO,
                     "the connection failed while the command was pending",
@@ -431,20 +436,26 @@ impl Redis {
         result: Result<T, Error>,
     ) -> Result<T, Error> {
         match result {
+            // Boxed, so that the lookup's future does not weigh on every call's future.
             Err(Error::WrongType { .. }) => {
-                let actual = self
-                    .run(call, Idempotency::Idempotent, |client| {
-                        let key = key.clone();
-                        async move { client.r#type::<String, _>(key).await }
-                    })
-                    .await
-                    .ok();
-                Err(Error::WrongType {
-                    expected: Some(expected),
-                    actual,
-                })
+                Err(Box::pin(self.wrong_type(call, key, expected)).await)
             }
             other => other,
+        }
+    }
+
+    /// The WRONGTYPE error for `key`, naming what it holds when Redis says.
+    async fn wrong_type(&self, call: &Call, key: &Key, expected: &'static str) -> Error {
+        let actual = self
+            .run(call, Idempotency::Idempotent, |client| {
+                let key = key.clone();
+                async move { client.r#type::<String, _>(key).await }
+            })
+            .await
+            .ok();
+        Error::WrongType {
+            expected: Some(expected),
+            actual,
         }
     }
 
