@@ -42,7 +42,11 @@ WORKLOADS = {
     "hash-get-all": ("Hash.GetAll (10 fields)", None),
     "lock": ("Lock Acquire+Release pair", None),
     "mixed": ("mixed 70/20/5/5", None),
+    "expiry-fanout": ("WatchExpirations fan-out (deliveries)", None),
+    "idle-connections": ("idle connections (one Get each)", None),
 }
+# Run once (--fanout, --idle-connections), not at each concurrency.
+SPECIAL = ("expiry-fanout", "idle-connections")
 
 
 def free_port():
@@ -125,8 +129,9 @@ def redis_benchmark(port, test, concurrency, requests, pipeline):
     raise RuntimeError(f"redis-benchmark printed nothing: {out!r}")
 
 
-def gateway_run(args, gateway_pid, gateway_addr, workload, concurrency, count_syscalls):
-    connections = min(concurrency, args.max_connections)
+def gateway_run(args, gateway_pid, gateway_addr, workload, concurrency, count_syscalls,
+                connections=None):
+    connections = connections or min(concurrency, args.max_connections)
     command = [args.bench, "--target", gateway_addr, "--workload", workload,
                "--concurrency", str(concurrency), "--connections", str(connections),
                "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s",
@@ -165,6 +170,7 @@ def gateway_run(args, gateway_pid, gateway_addr, workload, concurrency, count_sy
         "concurrency": concurrency,
         "connections": connections,
         "throughput": report["throughput"],
+        "calls": report["calls"],
         "p50_ms": report["latency_us"]["p50"] / 1e3,
         "p90_ms": report["latency_us"]["p90"] / 1e3,
         "p99_ms": report["latency_us"]["p99"] / 1e3,
@@ -235,11 +241,12 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def print_table(concurrency, rows, out):
+def print_table(concurrency, rows, out, header=True):
     redis = {(row["test"], row["pipeline"]): row for row in rows if row["kind"] == "redis"}
     gateway_connections = next((row["connections"] for row in rows if row["kind"] == "gateway"), 0)
-    out.write(f"\n== {concurrency} in flight (redis-benchmark -c {concurrency}; gateway "
-              f"{gateway_connections} HTTP/2 connection(s))\n")
+    if header:
+        out.write(f"\n== {concurrency} in flight (redis-benchmark -c {concurrency}; gateway "
+                  f"{gateway_connections} HTTP/2 connection(s))\n")
     out.write(f"{'what':<38} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7} "
               f"{'CPU µs/call':>12} {'syscalls/call':>14} {'RSS MiB':>8} {'client µs/call':>15}\n")
     for row in rows:
@@ -304,7 +311,14 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", choices=[w for w in WORKLOADS if w not in SPECIAL],
+                        default=[w for w in WORKLOADS if w not in SPECIAL])
+    parser.add_argument("--fanout", type=int, default=1000,
+                        help="WatchExpirations streams of the fan-out run (0: none); a key is "
+                             "deleted 50 times a second and each watcher gets each event")
+    parser.add_argument("--idle-connections", type=int, default=10_000,
+                        help="HTTP/2 connections of the idle-connections run (0: none); the "
+                             "gateway's RSS is read while they are all open")
     parser.add_argument("--requests", type=int, default=200_000,
                         help="redis-benchmark requests per test (at 1 in flight: a tenth)")
     parser.add_argument("--keys", type=int, default=10_000)
@@ -379,6 +393,14 @@ def main():
             if use_h2load and "get" in args.workloads:
                 rows_by_concurrency[concurrency].append(
                     h2load_run(args, gateway.pid, f"127.0.0.1:{gateway_port}", concurrency, work))
+        special = []
+        if args.fanout:
+            special.append(gateway_run(args, gateway.pid, f"127.0.0.1:{gateway_port}",
+                                       "expiry-fanout", args.fanout, count_syscalls))
+        if args.idle_connections:
+            special.append(gateway_run(args, gateway.pid, f"127.0.0.1:{gateway_port}",
+                                       "idle-connections", 64, count_syscalls,
+                                       connections=args.idle_connections))
         results["gateway_peak_rss_kib"] = status_kib(gateway.pid, "VmHWM")
         # redis-benchmark once more: how much the machine drifted during the run.
         drift = redis_benchmark(redis_port, "GET", args.concurrency[-1], args.requests, 1)
@@ -387,6 +409,12 @@ def main():
         for concurrency in args.concurrency:
             print_table(concurrency, rows_by_concurrency[concurrency], sys.stdout)
             results["rows"].extend(rows_by_concurrency[concurrency])
+        if special:
+            print(f"\n== expiry fan-out ({args.fanout} watchers, 50 deletions/s; latency: Delete "
+                  f"sent to event received) and idle connections ({args.idle_connections}; RSS "
+                  f"with all open)")
+            print_table(None, special, sys.stdout, header=False)
+            results["rows"].extend(special)
         print("\nratio: calls/s against redis-benchmark (not pipelined) at the same concurrency; CPU: "
               "the gateway's, per call, over the measured window; client: the load generator's "
               "CPU per call (the same cores run Redis, the gateway and the client)")

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     telemetry::init(config.log_format);
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,6 +36,23 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config))
+}
+
+/// Raises the soft limit of open files to the hard limit, as servers written in Go do: every
+/// client connection is a file, and the usual soft limit of 1,024 would refuse the 1,021st
+/// client while the hard limit allows far more.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "open files limit raised"),
+            Err(err) => {
+                tracing::warn!(error = %err, soft, hard, "cannot raise the open files limit")
+            }
+        },
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot read the open files limit"),
+    }
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -18,6 +18,7 @@ fn the_benchmark_report_runs_every_workload_without_errors() {
         .args(["--concurrency", "1", "4"])
         .args(["--duration", "0.5", "--warmup", "0.1"])
         .args(["--requests", "2000", "--keys", "200"])
+        .args(["--fanout", "20", "--idle-connections", "50"])
         .arg("--json")
         .arg(&json)
         .output()
@@ -58,6 +59,19 @@ fn the_benchmark_report_runs_every_workload_without_errors() {
                 assert!(row["rss_kib"].as_u64().is_some_and(|kib| kib > 0), "{row}");
             }
         }
+    }
+    for (what, calls) in [
+        // 50 deletions a second for half a second, each to 20 watchers: some were delivered.
+        ("gateway WatchExpirations fan-out (deliveries)", 1),
+        // One Get per connection.
+        ("gateway idle connections (one Get each)", 50),
+    ] {
+        let row = rows
+            .iter()
+            .find(|row| row["what"] == what)
+            .unwrap_or_else(|| panic!("no row for {what}:\n{stdout}"));
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["calls"].as_u64().is_some_and(|n| n >= calls), "{row}");
     }
     assert!(
         report["gateway_peak_rss_kib"]

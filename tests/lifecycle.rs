@@ -882,3 +882,61 @@ async fn a_closed_log_pipe_neither_crashes_the_gateway_nor_deafens_it_to_signals
         .expect("wait for the gateway");
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// Started with a soft limit of 128 open files, the gateway raises it to the hard limit, so
+/// that 300 clients connected at once are all served (each connection is a file).
+#[tokio::test]
+async fn the_open_files_limit_is_raised_so_many_clients_are_served() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("read the limit");
+    assert!(
+        hard > 512,
+        "this test needs a hard limit above 512 (it is {hard})"
+    );
+    let redis = shared_redis();
+    let mut command = tokio::process::Command::new(common::process::BINARY);
+    command
+        .args(["--listen", "127.0.0.1:0", "--redis-url", &redis.url()])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the forked child.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, 128, hard).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().expect("start the gateway");
+    let mut log = common::process::Log::capture(child.stderr.take().expect("stderr"));
+    let line = log.wait_for("serving gRPC", Duration::from_secs(20)).await;
+    let addr = common::process::logged_addr(&line).expect("address");
+    let pid = child.id().expect("running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open files line");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        numbers,
+        [hard.to_string(), hard.to_string()],
+        "{open_files}"
+    );
+
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(KeyValueClient::new(connect(addr.port()).await));
+    }
+    let key = unique_key("many-clients");
+    for client in &mut clients {
+        client
+            .get(pb::KeyValueGetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("every client is served");
+    }
+}

@@ -15,7 +15,14 @@
 //! - `lock-contended`: every slot queues on one lock (Acquire with a wait) and releases it as
 //!   soon as it has it; the latency reported is the hand-off: from the holder sending Release
 //!   to the next waiter's Acquire being answered;
-//! - `mixed`: per call, 70% Get, 20% Set, 5% Hash.GetAll, 5% an Acquire+Release pair.
+//! - `mixed`: per call, 70% Get, 20% Set, 5% Hash.GetAll, 5% an Acquire+Release pair;
+//! - `expiry-fanout`: `--concurrency` KeyValue.WatchExpirations streams (kind DELETED) on one
+//!   pattern, while one client writes and deletes a key `--rate` times a second; a "call" is
+//!   one event delivered to one watcher, its latency from the Delete being sent to the
+//!   watcher receiving the event (the whole path: Redis' notification, the recorder, the
+//!   stream, the reader, the fan-out). Gaps count as errors;
+//! - `idle-connections`: opens `--connections` HTTP/2 connections, makes one Get on each, and
+//!   keeps them open for `--duration` (what the gateway's memory is measured under).
 //!
 //! Keys are chosen uniformly or, with `--distribution zipf`, by a Zipf law (a few hot keys),
 //! as a cache sees them. Every key lies under `--key-prefix`.
@@ -23,6 +30,7 @@
 //! Example: `redis-gateway-bench --target 127.0.0.1:50051 --workload get --concurrency 64
 //! --connections 8 --duration 10s`.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +92,9 @@ struct Args {
     /// connections and call slots.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// `expiry-fanout`: keys deleted per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -103,6 +114,8 @@ enum Workload {
     Lock,
     LockContended,
     Mixed,
+    ExpiryFanout,
+    IdleConnections,
 }
 
 /// How keys are chosen.
@@ -132,6 +145,8 @@ impl Workload {
             Workload::HashGetAll => Operation::HashGetAll,
             Workload::Lock => Operation::LockPair,
             Workload::LockContended => Operation::LockHandOff,
+            // Their own loops ([`expiry_fanout`], [`idle_connections`]) send what they send.
+            Workload::ExpiryFanout | Workload::IdleConnections => Operation::Get,
             Workload::Mixed => match roll {
                 0..70 => Operation::Get,
                 70..90 => Operation::Set,
@@ -143,7 +158,10 @@ impl Workload {
 
     /// Whether its reads need keys written before the run.
     fn reads_strings(self) -> bool {
-        matches!(self, Workload::Get | Workload::Mixed)
+        matches!(
+            self,
+            Workload::Get | Workload::Mixed | Workload::IdleConnections
+        )
     }
 
     fn reads_hashes(self) -> bool {
@@ -459,7 +477,7 @@ async fn prepare(args: &Args, channels: &[Channel], plan: &Plan) -> Result<(), t
         } else {
             Vec::new()
         };
-        let fields: std::collections::HashMap<String, Bytes> = (0..args.hash_fields)
+        let fields: HashMap<String, Bytes> = (0..args.hash_fields)
             .map(|field| (format!("field{field}"), plan.value.clone()))
             .collect();
         tasks.spawn(async move {
@@ -571,6 +589,222 @@ fn client_thread(
     })
 }
 
+/// The `expiry-fanout` workload, on one runtime: watchers, then the deleting client.
+async fn expiry_fanout(args: &Args, plan: Arc<Plan>) -> Result<SlotOutcome, String> {
+    use pb::key_value_watch_expirations_response::Event;
+    let channels = connect(&args.target, args.connections).await?;
+    let pattern = format!("{}fan:*", plan.key_prefix);
+    // Key number → when its Delete was sent.
+    let sent: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
+    // Set once every watcher is subscribed: deletions sent from then on (past the warm-up)
+    // are measured.
+    let window: Arc<std::sync::OnceLock<(Instant, Instant)>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(16);
+    let mut watchers = tokio::task::JoinSet::new();
+    for watcher in 0..args.concurrency {
+        let mut client = KeyValueClient::new(channels[watcher % channels.len()].clone());
+        let (pattern, sent, stop, ready, window) = (
+            pattern.clone(),
+            sent.clone(),
+            stop.clone(),
+            ready_tx.clone(),
+            window.clone(),
+        );
+        let prefix = format!("{}fan:", plan.key_prefix);
+        watchers.spawn(async move {
+            let mut outcome = SlotOutcome {
+                latencies: latency_histogram(),
+                errors: 0,
+                first_error: None,
+            };
+            let request = pb::KeyValueWatchExpirationsRequest {
+                pattern,
+                kinds: vec![pb::KeyEventKind::Deleted as i32],
+                resume_after: String::new(),
+            };
+            let mut stream = match client.watch_expirations(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    let _ = ready.send(Err(status.to_string())).await;
+                    return outcome;
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    message = stream.message() => message,
+                    () = stop.cancelled() => return outcome,
+                };
+                match message.map(|message| message.and_then(|message| message.event)) {
+                    Ok(Some(Event::Subscribed(_))) => {
+                        let _ = ready.send(Ok(())).await;
+                    }
+                    Ok(Some(Event::Expired(event))) => {
+                        let received = Instant::now();
+                        let number = event
+                            .key
+                            .strip_prefix(&prefix)
+                            .and_then(|number| number.parse::<u64>().ok());
+                        let sent_at = number.and_then(|number| {
+                            sent.lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get(&number)
+                                .copied()
+                        });
+                        let measured = |at: &Instant| {
+                            window
+                                .get()
+                                .is_some_and(|(from, end)| at >= from && at < end)
+                        };
+                        if let Some(sent_at) = sent_at.filter(measured) {
+                            let nanos = u64::try_from(received.duration_since(sent_at).as_nanos())
+                                .unwrap_or(u64::MAX);
+                            outcome.latencies.saturating_record(nanos);
+                        }
+                    }
+                    Ok(Some(Event::Gap(gap))) => {
+                        outcome.errors += gap.dropped.max(1);
+                        outcome
+                            .first_error
+                            .get_or_insert_with(|| format!("gap: {}", gap.reason));
+                    }
+                    Ok(None) => return outcome,
+                    Err(status) => {
+                        outcome.errors += 1;
+                        outcome
+                            .first_error
+                            .get_or_insert_with(|| status.to_string());
+                        return outcome;
+                    }
+                }
+            }
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..args.concurrency {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(err)) => return Err(format!("WatchExpirations failed: {err}")),
+            None => return Err("a watcher ended before it was subscribed".into()),
+        }
+    }
+    let measure_from = Instant::now() + args.warmup;
+    let end = measure_from + args.duration;
+    let _ = window.set((measure_from, end));
+    if args.progress {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            eprintln!("bench: measuring");
+            tokio::time::sleep_until(end.into()).await;
+            eprintln!("bench: measured");
+        });
+    }
+    let mut keys = KeyValueClient::new(channels[0].clone());
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate.max(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut number = 0_u64;
+    while Instant::now() < end {
+        ticks.tick().await;
+        number += 1;
+        let key = format!("{}fan:{number}", plan.key_prefix);
+        keys.set(pb::KeyValueSetRequest {
+            key: key.clone(),
+            value: plan.value.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| format!("Set failed: {status}"))?;
+        sent.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(number, Instant::now());
+        keys.delete(pb::KeyValueDeleteRequest { keys: vec![key] })
+            .await
+            .map_err(|status| format!("Delete failed: {status}"))?;
+    }
+    // The last events' way through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let mut merged = SlotOutcome {
+        latencies: latency_histogram(),
+        errors: 0,
+        first_error: None,
+    };
+    while let Some(outcome) = watchers.join_next().await {
+        let outcome = outcome.map_err(|err| format!("a watcher failed: {err}"))?;
+        merged
+            .latencies
+            .add(&outcome.latencies)
+            .map_err(|err| format!("merging latencies: {err}"))?;
+        merged.errors += outcome.errors;
+        if merged.first_error.is_none() {
+            merged.first_error = outcome.first_error;
+        }
+    }
+    Ok(merged)
+}
+
+/// The `idle-connections` workload: `--connections` connections, one Get each, then idle.
+async fn idle_connections(args: &Args, plan: Arc<Plan>) -> Result<SlotOutcome, String> {
+    let mut outcome = SlotOutcome {
+        latencies: latency_histogram(),
+        errors: 0,
+        first_error: None,
+    };
+    let mut opened = Vec::with_capacity(args.connections);
+    for batch in (0..args.connections).collect::<Vec<_>>().chunks(256) {
+        let mut connecting = tokio::task::JoinSet::new();
+        for &connection in batch {
+            let target = args.target.clone();
+            let key = plan.string_key(connection as u64 % plan.keys);
+            connecting.spawn(async move {
+                let channel = connect(&target, 1).await?.remove(0);
+                let sent = Instant::now();
+                KeyValueClient::new(channel.clone())
+                    .get(pb::KeyValueGetRequest {
+                        key,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|status| status.to_string())?;
+                Ok::<_, String>((channel, sent.elapsed()))
+            });
+        }
+        while let Some(done) = connecting.join_next().await {
+            match done.map_err(|err| err.to_string()).and_then(|done| done) {
+                Ok((channel, latency)) => {
+                    let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                    outcome.latencies.saturating_record(nanos);
+                    opened.push(channel);
+                }
+                Err(err) => {
+                    outcome.errors += 1;
+                    outcome.first_error.get_or_insert(err);
+                }
+            }
+        }
+    }
+    if args.progress {
+        eprintln!("bench: measuring");
+    }
+    tokio::time::sleep(args.duration).await;
+    if args.progress {
+        eprintln!("bench: measured");
+    }
+    drop(opened);
+    Ok(outcome)
+}
+
+/// Runs the workloads that are not call slots on one runtime of this thread.
+fn run_own_loop(args: &Args, plan: Plan) -> Result<SlotOutcome, String> {
+    let plan = Arc::new(plan);
+    current_thread_runtime()?.block_on(async {
+        match args.workload {
+            Workload::ExpiryFanout => expiry_fanout(args, plan.clone()).await,
+            _ => idle_connections(args, plan.clone()).await,
+        }
+    })
+}
+
 fn run(args: &Args) -> Result<Report, String> {
     if args.connections == 0 || args.concurrency == 0 || args.keys == 0 || args.threads == 0 {
         return Err("--connections, --concurrency, --keys and --threads must be at least 1".into());
@@ -598,6 +832,16 @@ fn run(args: &Args) -> Result<Report, String> {
             .await
             .map_err(|status| format!("writing the keys before the run failed: {status}"))
     })?;
+
+    if matches!(
+        args.workload,
+        Workload::ExpiryFanout | Workload::IdleConnections
+    ) {
+        // Their window starts once they are set up (every watcher subscribed, every
+        // connection open).
+        let outcome = run_own_loop(args, plan)?;
+        return Ok(report(args, outcome));
+    }
 
     // Connections and call slots are shared out over the threads, round robin.
     let threads = args.threads.min(args.connections);
@@ -631,22 +875,32 @@ fn run(args: &Args) -> Result<Report, String> {
         std::thread::sleep(plan.end.saturating_duration_since(Instant::now()));
         eprintln!("bench: measured");
     }
-    let mut latencies = latency_histogram();
-    let (mut errors, mut first_error) = (0, None);
+    let mut merged = SlotOutcome {
+        latencies: latency_histogram(),
+        errors: 0,
+        first_error: None,
+    };
     for handle in handles {
         let outcome = handle
             .join()
             .map_err(|_| "a client thread panicked".to_owned())??;
-        latencies
+        merged
+            .latencies
             .add(&outcome.latencies)
             .map_err(|err| format!("merging latencies: {err}"))?;
-        errors += outcome.errors;
-        if first_error.is_none() {
-            first_error = outcome.first_error;
+        merged.errors += outcome.errors;
+        if merged.first_error.is_none() {
+            merged.first_error = outcome.first_error;
         }
     }
+    Ok(report(args, merged))
+}
+
+/// The report of what every slot measured.
+fn report(args: &Args, outcome: SlotOutcome) -> Report {
     let window = args.duration.as_secs_f64();
-    Ok(Report {
+    let calls = outcome.latencies.len();
+    Report {
         workload: args.workload,
         target: args.target.clone(),
         connections: args.connections,
@@ -655,12 +909,12 @@ fn run(args: &Args) -> Result<Report, String> {
         keys: args.keys,
         value_size: args.value_size,
         duration_seconds: window,
-        calls: latencies.len(),
-        errors,
-        first_error,
-        throughput: latencies.len() as f64 / window,
-        latency_us: Percentiles::of(&latencies),
-    })
+        calls,
+        errors: outcome.errors,
+        first_error: outcome.first_error,
+        throughput: calls as f64 / window,
+        latency_us: Percentiles::of(&outcome.latencies),
+    }
 }
 
 fn main() -> ExitCode {
