@@ -282,21 +282,25 @@ def plot(results, path):
             continue
         series.setdefault(name, []).append(row)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for name, rows in sorted(series.items()):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, rows) in enumerate(sorted(series.items())):
         rows.sort(key=lambda row: row["concurrency"])
         xs = [row["concurrency"] for row in rows]
-        style = "-" if name.startswith("gateway") else "--"
-        left.plot(xs, [row["throughput"] / 1e3 for row in rows], style, marker="o", label=name)
+        style = dict(linestyle="-" if name.startswith("gateway") else "--", marker="o",
+                     color=colors[index % len(colors)], label=name)
+        left.plot(xs, [row["throughput"] / 1e3 for row in rows], **style)
         with_p99 = [row for row in rows if row["p99_ms"] is not None]
         if with_p99:
-            right.plot([row["concurrency"] for row in with_p99], [row["p99_ms"] for row in with_p99],
-                       style, marker="o", label=name)
+            right.plot([row["concurrency"] for row in with_p99],
+                       [row["p99_ms"] for row in with_p99], **style)
     for axis, title, unit in ((left, "Throughput", "thousand calls/s"), (right, "p99 latency", "ms")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("calls in flight")
         axis.set_ylabel(unit)
         axis.set_title(title)
         axis.grid(True, alpha=0.3)
+    # Pipelined redis-benchmark is an order of magnitude above the rest.
+    left.set_yscale("log")
     right.set_yscale("log")
     left.legend(fontsize=8)
     machine = results["machine"]
@@ -332,7 +336,12 @@ def main():
                              "without h2load, Debian package nghttp2-client)")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--plot", help="draw throughput and p99 against concurrency here (PNG)")
+    parser.add_argument("--from-json", help="only draw --plot from this earlier --json output")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as saved:
+            plot(json.load(saved), args.plot)
+        return
 
     work = tempfile.mkdtemp(prefix="bench-")
     redis_port = free_port()
