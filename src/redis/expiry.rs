@@ -298,13 +298,7 @@ impl ExpiryFeed {
         timeout: Duration,
         shutdown: CancellationToken,
     ) {
-        let id = match random_id() {
-            Ok(id) => id,
-            Err(err) => {
-                tracing::error!(error = %err, "key-event recording disabled");
-                return;
-            }
-        };
+        let id = random_id();
         let call = || Call::new(None, redis.command_timeout(), Namespace::default());
         let mut subscription: Option<Subscription> = None;
         let mut retry_at = tokio::time::Instant::now();

@@ -49,10 +49,7 @@ fn internal_call(redis: &Redis) -> Call {
 }
 
 fn jitter() -> Duration {
-    let mut bytes = [0u8; 2];
-    // Without randomness the interval is merely regular, which is harmless.
-    let _ = getrandom::fill(&mut bytes);
-    Duration::from_millis(u64::from(u16::from_le_bytes(bytes)) % (SWEEP_JITTER_MS + 1))
+    Duration::from_millis(rand::random_range(0..=SWEEP_JITTER_MS))
 }
 
 /// The sweeper of one process (it sweeps only while it holds the lease).
@@ -64,13 +61,7 @@ pub struct Sweeper {
 impl Sweeper {
     /// Sweeps while elected, until `shutdown`; gives the lease up at the end.
     pub async fn run(&self, redis: &Redis, shutdown: &CancellationToken) {
-        let id = match random_id() {
-            Ok(id) => id,
-            Err(err) => {
-                tracing::error!(error = %err, "session-endings sweeping disabled");
-                return;
-            }
-        };
+        let id = random_id();
         let mut elected = false;
         let mut last_full_pass = tokio::time::Instant::now();
         loop {

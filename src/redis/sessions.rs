@@ -55,16 +55,14 @@ pub enum UpdateOutcome {
     Missing,
 }
 
-/// A fresh session id for `user_id`: its user's tag, then 192 bits from the operating
-/// system's CSPRNG in URL-safe base64. Never derived from the user id beyond the 16-bit tag,
-/// nor from the clock.
-pub fn new_session_id(user_id: &str) -> Result<String, Error> {
-    let mut random = [0u8; ID_RANDOM_BYTES];
-    getrandom::fill(&mut random)
-        .map_err(|err| Error::Internal(format!("the system random source failed: {err}")))?;
+/// A fresh session id for `user_id`: its user's tag, then 192 bits from rand's thread-local
+/// CSPRNG (ChaCha12, seeded from the operating system's and reseeded as it goes) in URL-safe
+/// base64. Never derived from the user id beyond the 16-bit tag, nor from the clock.
+pub fn new_session_id(user_id: &str) -> String {
+    let random: [u8; ID_RANDOM_BYTES] = rand::random();
     let mut id = session_tag(user_id);
     URL_SAFE_NO_PAD.encode_string(random, &mut id);
-    Ok(id)
+    id
 }
 
 /// Whether `id` has the shape of a session id (the API refuses others before touching Redis).
@@ -154,7 +152,7 @@ impl Redis {
         idle: Duration,
         absolute: Option<Duration>,
     ) -> Result<SessionRecord, Error> {
-        let id = new_session_id(&user_id)?;
+        let id = new_session_id(&user_id);
         let mut args = Vec::with_capacity(5 + data.len() * 2);
         args.push(Value::from("create"));
         args.push(Value::from(id.as_str()));
@@ -269,7 +267,7 @@ impl Redis {
     ) -> Result<Option<SessionRecord>, Error> {
         let tag = session_tag_of(&id).to_owned();
         // The same tag as the old id: the user, and so the slot, do not change.
-        let mut new_id = new_session_id("")?;
+        let mut new_id = new_session_id("");
         new_id.replace_range(..4, &tag);
         let keys = vec![
             call.namespace.session_key(&id),
@@ -370,7 +368,7 @@ mod tests {
     fn ids_are_unique_of_the_promised_shape_and_carry_the_users_tag() {
         let mut seen = HashSet::new();
         for _ in 0..100_000 {
-            let id = new_session_id("user-7").unwrap();
+            let id = new_session_id("user-7");
             assert_eq!(id.len(), SESSION_ID_LEN);
             assert!(is_session_id(&id), "{id}");
             assert!(id.starts_with(&session_tag("user-7")));
@@ -381,7 +379,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_recognised() {
-        let good = new_session_id("u").unwrap();
+        let good = new_session_id("u");
         assert!(is_session_id(&good));
         assert!(!is_session_id(""));
         assert!(!is_session_id(&good[1..]));

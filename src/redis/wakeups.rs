@@ -60,7 +60,7 @@ impl Wakeups {
 
     /// Registers a new waiter under a fresh random id.
     pub fn register(self: &Arc<Self>) -> Result<Registration, Error> {
-        let id = random_id()?;
+        let id = random_id();
         let notify = Arc::new(Notify::new());
         self.waiters().insert(id.clone(), notify.clone());
         Ok(Registration {

@@ -241,8 +241,11 @@ async fn release_in_background(
 fn jittered(backoff: Duration) -> Duration {
     let half = backoff / 2;
     let spread = half.as_micros() as u64;
-    let random = getrandom::u64().unwrap_or(0);
-    half + Duration::from_micros(if spread == 0 { 0 } else { random % spread })
+    half + Duration::from_micros(if spread == 0 {
+        0
+    } else {
+        rand::random_range(0..spread)
+    })
 }
 
 /// The error for an acquisition whose outcome is unknown: the lock is not this call's, and the
@@ -273,7 +276,7 @@ async fn acquire(
         context: context.clone(),
         keys: wanted.keys.clone(),
         namespace: call.namespace.clone(),
-        token: random_id()?,
+        token: random_id(),
         ttl_ms: wanted.ttl_ms,
         waiter: None,
         maybe_holding: false,
