@@ -237,6 +237,40 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// Takes lock `name` for 10 s, waiting up to `wait_seconds`; its token.
+    async fn acquire(
+        &mut self,
+        name: &str,
+        wait_seconds: Option<i64>,
+    ) -> Result<String, tonic::Status> {
+        let seconds = |seconds| prost_types::Duration { seconds, nanos: 0 };
+        let granted = self
+            .locks
+            .acquire(pb::LockAcquireRequest {
+                name: name.to_owned(),
+                ttl: Some(seconds(10)),
+                wait_timeout: wait_seconds.map(seconds),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if !granted.acquired {
+            return Err(tonic::Status::aborted(format!(
+                "{name} was not granted (a slot's own lock, or within its wait)"
+            )));
+        }
+        Ok(granted.token)
+    }
+
+    async fn release(&mut self, name: String, token: String) -> Result<(), tonic::Status> {
+        self.locks
+            .release(pb::LockReleaseRequest { name, token })
+            .await?;
+        Ok(())
+    }
+}
+
 /// Settings every call slot shares.
 struct Plan {
     workload: Workload,
@@ -292,6 +326,28 @@ struct SlotOutcome {
     latencies: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
+}
+
+impl SlotOutcome {
+    fn new() -> Self {
+        Self {
+            latencies: latency_histogram(),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Adds `other`'s calls and errors to these.
+    fn merge(&mut self, other: SlotOutcome) -> Result<(), String> {
+        self.latencies
+            .add(&other.latencies)
+            .map_err(|err| format!("merging latencies: {err}"))?;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
 }
 
 fn latency_histogram() -> Histogram<u64> {
@@ -351,63 +407,15 @@ async fn call(
         }
         Operation::LockPair => {
             let name = format!("{}lock:{slot}", plan.key_prefix);
-            let granted = clients
-                .locks
-                .acquire(pb::LockAcquireRequest {
-                    name: name.clone(),
-                    ttl: Some(prost_types::Duration {
-                        seconds: 10,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if !granted.acquired {
-                return Err(tonic::Status::aborted(format!(
-                    "{name} is this slot's own lock, yet it was not granted"
-                )));
-            }
-            clients
-                .locks
-                .release(pb::LockReleaseRequest {
-                    name,
-                    token: granted.token,
-                })
-                .await?;
+            let token = clients.acquire(&name, None).await?;
+            clients.release(name, token).await?;
         }
         Operation::LockHandOff => {
             let name = format!("{}lock:contended", plan.key_prefix);
-            let granted = clients
-                .locks
-                .acquire(pb::LockAcquireRequest {
-                    name: name.clone(),
-                    ttl: Some(prost_types::Duration {
-                        seconds: 10,
-                        nanos: 0,
-                    }),
-                    wait_timeout: Some(prost_types::Duration {
-                        seconds: 30,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if !granted.acquired {
-                return Err(tonic::Status::aborted(format!(
-                    "{name} was not granted within its 30 s wait"
-                )));
-            }
+            let token = clients.acquire(&name, Some(30)).await?;
             let hand_off = plan.take_released_at().map(|released| released.elapsed());
             plan.set_released_at(Instant::now());
-            clients
-                .locks
-                .release(pb::LockReleaseRequest {
-                    name,
-                    token: granted.token,
-                })
-                .await?;
+            clients.release(name, token).await?;
             return Ok(hand_off.map_or(Latency::Nothing, Latency::HandOff));
         }
     }
@@ -417,11 +425,7 @@ async fn call(
 /// One call slot: calls back to back until the plan's end.
 async fn run_slot(mut clients: Clients, plan: Arc<Plan>, slot: usize) -> SlotOutcome {
     let mut rng = SmallRng::seed_from_u64(slot as u64);
-    let mut outcome = SlotOutcome {
-        latencies: latency_histogram(),
-        errors: 0,
-        first_error: None,
-    };
+    let mut outcome = SlotOutcome::new();
     loop {
         let sent = Instant::now();
         if sent >= plan.end {
@@ -569,21 +573,10 @@ fn client_thread(
             let clients = Clients::new(channels[index % channels.len()].clone());
             tasks.spawn(run_slot(clients, plan.clone(), slot));
         }
-        let mut merged = SlotOutcome {
-            latencies: latency_histogram(),
-            errors: 0,
-            first_error: None,
-        };
+        let mut merged = SlotOutcome::new();
         while let Some(outcome) = tasks.join_next().await {
             let outcome = outcome.map_err(|err| format!("a call slot failed: {err}"))?;
-            merged
-                .latencies
-                .add(&outcome.latencies)
-                .map_err(|err| format!("merging latencies: {err}"))?;
-            merged.errors += outcome.errors;
-            if merged.first_error.is_none() {
-                merged.first_error = outcome.first_error;
-            }
+            merged.merge(outcome)?;
         }
         Ok(merged)
     })
@@ -613,11 +606,7 @@ async fn expiry_fanout(args: &Args, plan: Arc<Plan>) -> Result<SlotOutcome, Stri
         );
         let prefix = format!("{}fan:", plan.key_prefix);
         watchers.spawn(async move {
-            let mut outcome = SlotOutcome {
-                latencies: latency_histogram(),
-                errors: 0,
-                first_error: None,
-            };
+            let mut outcome = SlotOutcome::new();
             let request = pb::KeyValueWatchExpirationsRequest {
                 pattern,
                 kinds: vec![pb::KeyEventKind::Deleted as i32],
@@ -724,32 +713,17 @@ async fn expiry_fanout(args: &Args, plan: Arc<Plan>) -> Result<SlotOutcome, Stri
     // The last events' way through.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
-    let mut merged = SlotOutcome {
-        latencies: latency_histogram(),
-        errors: 0,
-        first_error: None,
-    };
+    let mut merged = SlotOutcome::new();
     while let Some(outcome) = watchers.join_next().await {
         let outcome = outcome.map_err(|err| format!("a watcher failed: {err}"))?;
-        merged
-            .latencies
-            .add(&outcome.latencies)
-            .map_err(|err| format!("merging latencies: {err}"))?;
-        merged.errors += outcome.errors;
-        if merged.first_error.is_none() {
-            merged.first_error = outcome.first_error;
-        }
+        merged.merge(outcome)?;
     }
     Ok(merged)
 }
 
 /// The `idle-connections` workload: `--connections` connections, one Get each, then idle.
 async fn idle_connections(args: &Args, plan: Arc<Plan>) -> Result<SlotOutcome, String> {
-    let mut outcome = SlotOutcome {
-        latencies: latency_histogram(),
-        errors: 0,
-        first_error: None,
-    };
+    let mut outcome = SlotOutcome::new();
     let mut opened = Vec::with_capacity(args.connections);
     for batch in (0..args.connections).collect::<Vec<_>>().chunks(256) {
         let mut connecting = tokio::task::JoinSet::new();
@@ -875,23 +849,12 @@ fn run(args: &Args) -> Result<Report, String> {
         std::thread::sleep(plan.end.saturating_duration_since(Instant::now()));
         eprintln!("bench: measured");
     }
-    let mut merged = SlotOutcome {
-        latencies: latency_histogram(),
-        errors: 0,
-        first_error: None,
-    };
+    let mut merged = SlotOutcome::new();
     for handle in handles {
         let outcome = handle
             .join()
             .map_err(|_| "a client thread panicked".to_owned())??;
-        merged
-            .latencies
-            .add(&outcome.latencies)
-            .map_err(|err| format!("merging latencies: {err}"))?;
-        merged.errors += outcome.errors;
-        if merged.first_error.is_none() {
-            merged.first_error = outcome.first_error;
-        }
+        merged.merge(outcome)?;
     }
     Ok(report(args, merged))
 }
