@@ -404,13 +404,18 @@ impl Redis {
             // implements, and the Lua one is not among them: the call's timeout is applied
             // here, or a script would wait for the default command timeout past the deadline.
             let timeout = client.options().timeout.unwrap_or(self.command_timeout);
+            // Each fred future boxed (they are kilobytes each): the script's future stays
+            // small, instead of being copied whole at every move on the way into `run`'s box.
             let script_run = async move {
-                match client
-                    .evalsha::<Value, _, _, _>(script.sha(), keys.clone(), args.clone())
-                    .await
-                {
+                let first = Box::pin(client.evalsha::<Value, _, _, _>(
+                    script.sha(),
+                    keys.clone(),
+                    args.clone(),
+                ))
+                .await;
+                match first {
                     Err(err) if err.details().starts_with("NOSCRIPT") => {
-                        client.eval(script.source(), keys, args).await
+                        Box::pin(client.eval(script.source(), keys, args)).await
                     }
                     other => other,
                 }
