@@ -123,6 +123,33 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails when something already listens on `addr`. SO_REUSEPORT, which lets this gateway's
+/// runtimes share the address, would otherwise also let a second gateway started by mistake on
+/// the same address silently take part of the connections. A socket without SO_REUSEPORT
+/// cannot bind beside a listening one (SO_REUSEADDR only passes over connections lingering in
+/// TIME_WAIT, so a restart is not refused).
+fn ensure_no_listener(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|err| {
+        if err.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "address already in use (another process listens there: a second gateway?)",
+            )
+        } else {
+            err
+        }
+    })
+}
+
 /// The sockets the gateway serves on, bound before it runs: [`Listeners::bind`] binds the
 /// configured addresses; with port 0 the kernel picks a free port, which `local_addr` tells
 /// (the tests bind so).
@@ -149,7 +176,8 @@ pub struct ListenError {
 impl Listeners {
     /// Binds GATEWAY_LISTEN, and GATEWAY_METRICS_LISTEN when set. Must run on a tokio runtime.
     pub fn bind(config: &Config) -> Result<Self, ListenError> {
-        let grpc = bind(config.listen)
+        let grpc = ensure_no_listener(config.listen)
+            .and_then(|()| bind(config.listen))
             .and_then(TcpListener::from_std)
             .map_err(|source| ListenError {
                 setting: "--listen / GATEWAY_LISTEN",

@@ -940,3 +940,54 @@ async fn the_open_files_limit_is_raised_so_many_clients_are_served() {
             .expect("every client is served");
     }
 }
+
+/// A second gateway on an address another one serves is refused (SO_REUSEPORT would let it
+/// take part of the connections unseen), and the first keeps serving; once the first has
+/// stopped, a gateway starts on the same address at once (its closed connections lingering in
+/// TIME_WAIT do not block it).
+#[tokio::test]
+async fn a_second_gateway_on_a_served_address_is_refused_and_a_restart_is_not() {
+    let redis = shared_redis();
+    let mut first = start_gateway_process(&["--redis-url", &redis.url()], &[]).await;
+    let addr = first.addr.to_string();
+    let key = unique_key("second-gateway");
+    let mut kv = KeyValueClient::new(connect(first.addr.port()).await);
+    kv.get(pb::KeyValueGetRequest {
+        key: key.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("the first gateway serves");
+
+    let second = spawn_gateway(&["--listen", &addr, "--redis-url", &redis.url()], &[]);
+    let output = tokio::time::timeout(Duration::from_secs(20), second.wait_with_output())
+        .await
+        .expect("the second gateway exits by itself")
+        .expect("wait for it");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    for _ in 0..20 {
+        KeyValueClient::new(connect(first.addr.port()).await)
+            .get(pb::KeyValueGetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("every new connection reaches the first gateway");
+    }
+
+    sigterm(&first.child);
+    first.child.wait().await.expect("the first gateway exits");
+    drop(kv);
+    let mut restarted = spawn_gateway(&["--listen", &addr, "--redis-url", &redis.url()], &[]);
+    let mut log = common::process::Log::capture(restarted.stderr.take().expect("stderr is piped"));
+    log.wait_for("serving gRPC", Duration::from_secs(20)).await;
+    KeyValueClient::new(connect(first.addr.port()).await)
+        .get(pb::KeyValueGetRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+        .expect("the restarted gateway serves on the same address");
+}
