@@ -687,14 +687,27 @@ async fn waiters_share_one_subscription_and_a_release_wakes_only_the_next() {
     watcher.init().await.unwrap();
     let mut messages = watcher.message_rx();
     watcher.subscribe("__gw:lock:wake").await.unwrap();
-    // The watcher hears the channel before the release: a probe of our own comes back first
-    // (gateways ignore ids that are not their waiters').
-    let _: i64 = admin.publish("__gw:lock:wake", "probe").await.unwrap();
-    let probe = tokio::time::timeout(Duration::from_secs(5), messages.recv())
-        .await
-        .expect("the watcher is subscribed")
-        .unwrap();
-    assert_eq!(probe.value.as_str().as_deref(), Some("probe"));
+    // The watcher hears the channel before the release: probes of our own (gateways ignore ids
+    // that are not their waiters') until Redis counts two subscribers, the gateway's and the
+    // watcher, and a probe comes back; then the probes still under way are drained.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let receivers: i64 = admin.publish("__gw:lock:wake", "probe").await.unwrap();
+        if receivers >= 2
+            && let Ok(Ok(message)) =
+                tokio::time::timeout(Duration::from_secs(1), messages.recv()).await
+        {
+            assert_eq!(message.value.as_str().as_deref(), Some("probe"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher never heard a probe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(Duration::from_millis(100), messages.recv()).await
+    {
+        assert_eq!(message.value.as_str().as_deref(), Some("probe"));
+    }
     assert!(release(&mut locks, &name, &held.token).await);
     let first = tokio::time::timeout(Duration::from_secs(5), messages.recv())
         .await
