@@ -108,13 +108,18 @@ const SERVICES: &[&str] = &[
     MonitorServer::<MonitorService>::NAME,
 ];
 
-/// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
+/// A TCP socket for `addr`'s address family, not bound yet.
+fn tcp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
-    )?;
+    )
+}
+
+/// Binds a listener on `addr` that further runtimes can join (SO_REUSEPORT).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
@@ -132,11 +137,7 @@ fn ensure_no_listener(addr: SocketAddr) -> io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let probe = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
+    let probe = tcp_socket(addr)?;
     probe.set_reuse_address(true)?;
     probe.bind(&addr.into()).map_err(|err| {
         if err.kind() == io::ErrorKind::AddrInUse {
