@@ -296,17 +296,7 @@ async fn redis_failures_and_reconnects_are_counted() {
 
 /// The TCP ports process `pid` listens on (IPv4 and IPv6).
 fn listening_ports(pid: u32) -> Vec<u16> {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/<pid>/fd")
-        .filter_map(|entry| {
-            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
-            let inode = target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?;
-            Some(inode.to_owned())
-        })
-        .collect();
+    let inodes = common::socket_inodes(pid);
     let mut ports = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -320,7 +310,9 @@ fn listening_ports(pid: u32) -> Vec<u16> {
             else {
                 continue;
             };
-            if inodes.contains(*inode)
+            if inode
+                .parse()
+                .is_ok_and(|inode: u64| inodes.contains(&inode))
                 && let Some((_, port)) = local.rsplit_once(':')
                 && let Ok(port) = u16::from_str_radix(port, 16)
             {

@@ -542,14 +542,9 @@ pub fn tcp_sockets() -> Vec<TcpSocket> {
         .collect()
 }
 
-/// Bytes that process `pid` (this test process for an in-process gateway, or a gateway
-/// binary) sent to the redis-server on `port` and that Redis has not read yet: the receive
-/// queues of Redis's ends of its connections. While Redis is stopped, what the gateway sends it
-/// piles up there. Connections of other processes (a stray client that found the port) do not
-/// count.
-pub fn unread_by_redis(port: u16, pid: u32) -> usize {
-    const LOOPBACK: &str = "0100007F";
-    let ours: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// The inodes of the sockets process `pid` has open (as /proc/net/tcp names them).
+pub fn socket_inodes(pid: u32) -> HashSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/<pid>/fd")
         .filter_map(|entry| {
             let target = std::fs::read_link(entry.ok()?.path()).ok()?;
@@ -559,7 +554,17 @@ pub fn unread_by_redis(port: u16, pid: u32) -> usize {
                 .strip_suffix(']')?;
             inode.parse().ok()
         })
-        .collect();
+        .collect()
+}
+
+/// Bytes that process `pid` (this test process for an in-process gateway, or a gateway
+/// binary) sent to the redis-server on `port` and that Redis has not read yet: the receive
+/// queues of Redis's ends of its connections. While Redis is stopped, what the gateway sends it
+/// piles up there. Connections of other processes (a stray client that found the port) do not
+/// count.
+pub fn unread_by_redis(port: u16, pid: u32) -> usize {
+    const LOOPBACK: &str = "0100007F";
+    let ours = socket_inodes(pid);
     let sockets = tcp_sockets();
     let our_ports: HashSet<u16> = sockets
         .iter()
