@@ -341,8 +341,10 @@ fn stalled_key() -> String {
 }
 
 /// A Get while Redis is stopped (SIGSTOP), with a 1 s command timeout and a 10 s deadline.
-/// Redis resumes once a second attempt (the retry) has reached it, or after the call has
-/// ended. Returns the reply and how many attempts had reached Redis by then.
+/// Redis resumes once a second attempt (the retry) seems to have reached it (by the bytes it
+/// has not read: background commands add a little to them), or after the call has ended.
+/// Returns the reply and how many GETs Redis executed once resumed (its command statistics,
+/// reset before the stall: exact, whatever else the gateway sent meanwhile).
 async fn get_across_a_stall(
     retry_on_timeout: &str,
 ) -> (Result<pb::KeyValueGetResponse, tonic::Status>, usize) {
@@ -360,6 +362,11 @@ async fn get_across_a_stall(
     let mut kv = gateway.kv().await;
     let key = stalled_key();
     kv.set(set(&key, b"value")).await.expect("set");
+    let admin = redis.client().await;
+    let _: () = admin
+        .custom(fred::cmd!("CONFIG"), vec!["RESETSTAT"])
+        .await
+        .expect("reset the command statistics");
     let pid = Pid::from_raw(redis.pid() as i32);
     kill(pid, Signal::SIGSTOP).expect("pause redis-server");
     let call = tokio::spawn({
@@ -372,19 +379,29 @@ async fn get_across_a_stall(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    let attempts = loop {
-        let attempts = common::unread_by_redis(redis.port, std::process::id()) / key.len();
-        if attempts >= 2 || call.is_finished() {
-            break attempts;
+    loop {
+        let sent = common::unread_by_redis(redis.port, std::process::id()) / key.len();
+        if sent >= 2 || call.is_finished() {
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "the Get neither retried nor ended"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    }
     kill(pid, Signal::SIGCONT).expect("resume redis-server");
-    (call.await.unwrap(), attempts)
+    let reply = call.await.unwrap();
+    let stats: String = admin
+        .custom(fred::cmd!("INFO"), vec!["commandstats"])
+        .await
+        .expect("command statistics");
+    let gets = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"));
+    (reply, gets)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
