@@ -207,6 +207,29 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_SESSION_ABSOLUTE_TIMEOUT", value_parser = parse_duration)]
     pub session_absolute_timeout: Option<Duration>,
 
+    /// Most entries of the near cache (KeyValue reads served from the gateway's memory, kept
+    /// coherent by Redis client tracking); 0 turns it off.
+    #[arg(
+        long,
+        env = "GATEWAY_NEAR_CACHE_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub near_cache_max_entries: usize,
+
+    /// Most bytes the near cache holds (keys, values and 96 bytes of bookkeeping per entry).
+    #[arg(long, env = "GATEWAY_NEAR_CACHE_MAX_BYTES", default_value = "64MiB", value_parser = parse_byte_size)]
+    pub near_cache_max_bytes: usize,
+
+    /// Longest the near cache serves an entry without reading the key again: a bound on
+    /// staleness should an invalidation ever be lost without the connection dropping.
+    #[arg(long, env = "GATEWAY_NEAR_CACHE_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub near_cache_max_age: Duration,
+
+    /// Key prefixes whose Gets use the near cache without asking (comma-separated, e.g.
+    /// `config:,feature:`); other keys use it when a Get or GetMany sets `near_cache`.
+    #[arg(long, env = "GATEWAY_NEAR_CACHE_PREFIXES", value_delimiter = ',')]
+    pub near_cache_prefixes: Vec<String>,
+
     /// How often the background probe pings Redis to drive the health status.
     #[arg(long, env = "GATEWAY_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub health_interval: Duration,
@@ -312,6 +335,10 @@ impl Config {
             ),
             ("--max-ttl / GATEWAY_MAX_TTL", self.max_ttl),
             (
+                "--near-cache-max-age / GATEWAY_NEAR_CACHE_MAX_AGE",
+                self.near_cache_max_age,
+            ),
+            (
                 "--max-lock-wait / GATEWAY_MAX_LOCK_WAIT",
                 self.max_lock_wait,
             ),
@@ -360,6 +387,20 @@ impl Config {
             return Err(ConfigError::new(
                 "--expiry-retention / GATEWAY_EXPIRY_RETENTION",
                 "must be between 100 and 100000000 events",
+            ));
+        }
+        if self.near_cache_max_entries > 0 && self.near_cache_max_bytes < 1 << 10 {
+            return Err(ConfigError::new(
+                "--near-cache-max-bytes / GATEWAY_NEAR_CACHE_MAX_BYTES",
+                "must be at least 1KiB while the near cache is on (set \
+                 GATEWAY_NEAR_CACHE_MAX_ENTRIES=0 to turn it off)",
+            ));
+        }
+        if self.near_cache_prefixes.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "--near-cache-prefixes / GATEWAY_NEAR_CACHE_PREFIXES",
+                "has an empty prefix, which would cache every key; name the prefixes, \
+                 e.g. `config:,feature:`",
             ));
         }
         if self.max_lock_wait > MAX_TTL_LIMIT {
@@ -451,6 +492,10 @@ impl std::fmt::Debug for Config {
                 &self.no_configure_keyspace_events,
             )
             .field("expiry_retention", &self.expiry_retention)
+            .field("near_cache_max_entries", &self.near_cache_max_entries)
+            .field("near_cache_max_bytes", &self.near_cache_max_bytes)
+            .field("near_cache_max_age", &self.near_cache_max_age)
+            .field("near_cache_prefixes", &self.near_cache_prefixes)
             .field("expiry_resume_window", &self.expiry_resume_window)
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("session_absolute_timeout", &self.session_absolute_timeout)

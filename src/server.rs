@@ -321,6 +321,7 @@ async fn serve_all(
             fred_config.clone(),
             config.connections_per_runtime(),
             shared.redis_stats.clone(),
+            shared.near_cache.clone(),
         ) => redis,
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
@@ -337,6 +338,12 @@ async fn serve_all(
     };
     // The process's one pub/sub subscription, waking lock waiters on every runtime.
     shared.tasks.spawn(shared.lock_wakeups.clone().run(
+        fred_config.clone(),
+        config.redis_connect_timeout,
+        shutdown.clone(),
+    ));
+    // The near cache's tracking connection (returns at once when the cache is off).
+    shared.tasks.spawn(shared.near_cache.clone().run(
         fred_config.clone(),
         config.redis_connect_timeout,
         shutdown.clone(),
@@ -440,7 +447,13 @@ impl<H: HealthApi> Worker<H> {
             let shutdown = self.shared.shutdown.clone();
             let connections = self.config.connections_per_runtime();
             let redis = tokio::select! {
-                redis = Redis::connect(&self.config, fred_config, connections, self.shared.redis_stats.clone()) => redis?,
+                redis = Redis::connect(
+                    &self.config,
+                    fred_config,
+                    connections,
+                    self.shared.redis_stats.clone(),
+                    self.shared.near_cache.clone(),
+                ) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };
             let outcome = match seat.take().and_then(TcpListener::from_std) {

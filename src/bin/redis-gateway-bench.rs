@@ -25,7 +25,8 @@
 //!   keeps them open for `--duration` (what the gateway's memory is measured under).
 //!
 //! Keys are chosen uniformly or, with `--distribution zipf`, by a Zipf law (a few hot keys),
-//! as a cache sees them. Every key lies under `--key-prefix`.
+//! as a cache sees them. Every key lies under `--key-prefix`. With `--near-cache`, Gets ask for
+//! the gateway's near cache.
 //!
 //! Example: `redis-gateway-bench --target 127.0.0.1:50051 --workload get --concurrency 64
 //! --connections 8 --duration 10s`.
@@ -95,6 +96,9 @@ struct Args {
     /// `expiry-fanout`: keys deleted per second.
     #[arg(long, default_value_t = 50)]
     rate: u32,
+    /// Gets (in `get` and `mixed`) ask for the gateway's near cache (`near_cache: true`).
+    #[arg(long)]
+    near_cache: bool,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -179,6 +183,8 @@ struct Report {
     distribution: KeyDistribution,
     keys: u64,
     value_size: usize,
+    /// Whether Gets asked for the near cache.
+    near_cache: bool,
     /// The measured window, in seconds.
     duration_seconds: f64,
     /// Calls sent and answered within the window.
@@ -277,6 +283,8 @@ struct Plan {
     key_prefix: String,
     keys: u64,
     value: Bytes,
+    /// Gets ask for the near cache.
+    near_cache: bool,
     zipf: Option<Zipf<f64>>,
     /// Calls sent from here on count.
     measure_from: Instant,
@@ -383,6 +391,7 @@ async fn call(
                 .keys
                 .get(pb::KeyValueGetRequest {
                     key: plan.string_key(key),
+                    near_cache: plan.near_cache,
                     ..Default::default()
                 })
                 .await?;
@@ -795,6 +804,7 @@ fn run(args: &Args) -> Result<Report, String> {
         key_prefix: args.key_prefix.clone(),
         keys: args.keys,
         value: Bytes::from(vec![b'x'; args.value_size]),
+        near_cache: args.near_cache,
         zipf,
         measure_from: Instant::now(),
         end: Instant::now(),
@@ -871,6 +881,7 @@ fn report(args: &Args, outcome: SlotOutcome) -> Report {
         distribution: args.distribution,
         keys: args.keys,
         value_size: args.value_size,
+        near_cache: args.near_cache,
         duration_seconds: window,
         calls,
         errors: outcome.errors,

@@ -24,6 +24,10 @@
 //! | `gateway_expiry_watchers` | gauge | | WatchExpirations streams open |
 //! | `gateway_expiry_events_delivered_total` | counter | | key events delivered to them |
 //! | `gateway_expiry_events_dropped_total` | counter | | key events skipped for laggards |
+//! | `gateway_near_cache_tracking` | gauge | | 1 while the near cache's tracking connection is up |
+//! | `gateway_near_cache_entries`, `gateway_near_cache_bytes` | gauge | | the near cache's size now |
+//! | `gateway_near_cache_hits_total`, `gateway_near_cache_misses_total` | counter | | reads answered from it, and sent to Redis |
+//! | `gateway_near_cache_invalidations_total`, `gateway_near_cache_flushes_total`, `gateway_near_cache_evictions_total` | counter | | keys invalidated, whole-cache drops, evictions |
 //!
 //! A call counts once, when it ends: a unary call when its status is sent, a server stream
 //! when it closes (Lock.Hold may run for hours before it shows; `gateway_server_streams_open`
@@ -191,6 +195,64 @@ impl Collector for GatewayCollector {
                 "Key events skipped for WatchExpirations streams that fell behind (each told by \
                  a gap).",
                 stats.events_dropped.load(Ordering::Relaxed),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+
+        let cache = self.shared.near_cache.snapshot();
+        for (name, help, value) in [
+            (
+                "gateway_near_cache_tracking",
+                "1 while the near cache's tracking connection is up (reads may use the cache).",
+                u64::from(cache.tracking),
+            ),
+            (
+                "gateway_near_cache_entries",
+                "Entries in the near cache now.",
+                cache.entries,
+            ),
+            (
+                "gateway_near_cache_bytes",
+                "Bytes charged for the near cache's entries now.",
+                cache.bytes,
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        for (name, help, value) in [
+            (
+                "gateway_near_cache_hits",
+                "KeyValue reads answered from the near cache.",
+                cache.hits,
+            ),
+            (
+                "gateway_near_cache_misses",
+                "KeyValue reads that asked for the near cache and went to Redis.",
+                cache.misses,
+            ),
+            (
+                "gateway_near_cache_invalidations",
+                "Keys Redis invalidated in the near cache.",
+                cache.invalidations,
+            ),
+            (
+                "gateway_near_cache_flushes",
+                "Times the whole near cache was dropped (tracking connection lost or renewed, \
+                 database flushed).",
+                cache.flushes,
+            ),
+            (
+                "gateway_near_cache_evictions",
+                "Near cache entries evicted to stay within its bounds.",
+                cache.evictions,
             ),
         ] {
             let counter = ConstCounter::new(value);

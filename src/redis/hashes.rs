@@ -61,6 +61,8 @@ impl Redis {
                 .await
             }
         };
+        // A new or emptied hash changes what KeyValue.Get answers for its key.
+        self.near_cache.forget(key.as_bytes());
         let added = self.name_wrong_type(call, &key, HASH, added).await?;
         super::reply_i64(added)
     }
@@ -80,6 +82,8 @@ impl Redis {
                 async move { client.hsetnx::<i64, _, _, _>(key, field, value).await }
             })
             .await;
+        // A new or emptied hash changes what KeyValue.Get answers for its key.
+        self.near_cache.forget(key.as_bytes());
         Ok(self.name_wrong_type(call, &key, HASH, written).await? == 1)
     }
 
@@ -151,6 +155,8 @@ impl Redis {
                 async move { client.hdel::<i64, _, _>(key, fields).await }
             })
             .await;
+        // A new or emptied hash changes what KeyValue.Get answers for its key.
+        self.near_cache.forget(key.as_bytes());
         self.name_wrong_type(call, &key, HASH, deleted).await
     }
 
@@ -198,6 +204,8 @@ impl Redis {
                 async move { client.hincrby::<i64, _, _>(key, field, delta).await }
             })
             .await;
+        // A new or emptied hash changes what KeyValue.Get answers for its key.
+        self.near_cache.forget(key.as_bytes());
         self.name_wrong_type(call, &key, HASH, value).await
     }
 
@@ -216,6 +224,8 @@ impl Redis {
                 async move { client.hincrbyfloat::<f64, _, _>(key, field, delta).await }
             })
             .await;
+        // A new or emptied hash changes what KeyValue.Get answers for its key.
+        self.near_cache.forget(key.as_bytes());
         self.name_wrong_type(call, &key, HASH, value).await
     }
 }

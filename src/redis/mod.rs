@@ -34,6 +34,7 @@ pub mod info;
 pub mod keys;
 pub mod keyspace;
 pub mod locks;
+pub mod near_cache;
 pub mod scan;
 pub mod scripts;
 pub mod server_info;
@@ -61,6 +62,7 @@ use crate::config::Config;
 use crate::error::{Error, Idempotency};
 pub use call::{Budget, Call, Operands};
 pub use keys::Namespace;
+pub use near_cache::NearCache;
 pub use scripts::Script;
 use stats::CommandErrorKind;
 pub use stats::RedisStats;
@@ -78,6 +80,8 @@ pub struct Redis {
     links: Arc<Links>,
     /// The process's Redis counters (failed commands, reconnects, pools).
     stats: Arc<RedisStats>,
+    /// The process's near cache (KeyValue reads that ask for it; writes drop their keys).
+    near_cache: Arc<NearCache>,
 }
 
 /// fred reports a client as connected until its first reconnect attempt starts, and commands
@@ -217,6 +221,7 @@ impl Redis {
         fred: FredConfig,
         connections: usize,
         stats: Arc<RedisStats>,
+        near_cache: Arc<NearCache>,
     ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
         let pool = Builder::from_config(fred)
@@ -274,7 +279,13 @@ impl Redis {
             retry_reads: config.redis_retry_on_timeout,
             links,
             stats,
+            near_cache,
         })
+    }
+
+    /// The process's near cache.
+    pub fn near_cache(&self) -> &NearCache {
+        &self.near_cache
     }
 
     /// The per-command timeout from the configuration.
@@ -386,9 +397,7 @@ impl Redis {
         }
     }
 
-    /// Runs a Lua script by EVALSHA; on NOSCRIPT (a restarted or failed-over Redis) it sends the
-    /// source with EVAL, which also caches it again. NOSCRIPT means nothing ran, so this is
-    /// safe for scripts that must run at most once.
+    /// Runs a Lua script within the call's budget (see [`run_script`]).
     pub async fn eval(
         &self,
         call: &Call,
@@ -398,35 +407,13 @@ impl Redis {
         args: Vec<Value>,
     ) -> Result<Value, Error> {
         self.run(call, idempotency, |client| {
-            let keys = MultipleKeys::from(keys.clone());
-            let args = args.clone();
-            // fred applies per-command options only through the interfaces `WithOptions`
-            // implements, and the Lua one is not among them: the call's timeout is applied
-            // here, or a script would wait for the default command timeout past the deadline.
-            let timeout = client.options().timeout.unwrap_or(self.command_timeout);
-            // Each fred future boxed (they are kilobytes each): the script's future stays
-            // small, instead of being copied whole at every move on the way into `run`'s box.
-            let script_run = async move {
-                let first = Box::pin(client.evalsha::<Value, _, _, _>(
-                    script.sha(),
-                    keys.clone(),
-                    args.clone(),
-                ))
-                .await;
-                match first {
-                    Err(err) if err.details().starts_with("NOSCRIPT") => {
-                        Box::pin(client.eval(script.source(), keys, args)).await
-                    }
-                    other => other,
-                }
-            };
-            async move {
-                tokio::time::timeout(timeout, script_run)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(RedisError::new(ErrorKind::Timeout, "Request timed out."))
-                    })
-            }
+            run_script(
+                client,
+                script,
+                keys.clone(),
+                args.clone(),
+                self.command_timeout,
+            )
         })
         .await
     }
@@ -478,6 +465,41 @@ impl Redis {
             Ok(started.elapsed())
         })
         .await
+    }
+}
+
+/// Runs `script` on `client` by EVALSHA, sending the source with EVAL on NOSCRIPT (a restarted
+/// or failed-over Redis; NOSCRIPT means nothing ran, so this is safe for scripts that must run
+/// at most once). Within the client's timeout option, else `default_timeout`.
+fn run_script(
+    client: WithOptions<Client>,
+    script: &Script,
+    keys: Vec<Key>,
+    args: Vec<Value>,
+    default_timeout: Duration,
+) -> impl Future<Output = Result<Value, RedisError>> + '_ {
+    let keys = MultipleKeys::from(keys);
+    // fred applies per-command options only through the interfaces `WithOptions` implements,
+    // and the Lua one is not among them: the call's timeout is applied here, or a script would
+    // wait for the default command timeout past the deadline.
+    let timeout = client.options().timeout.unwrap_or(default_timeout);
+    // Each fred future boxed (they are kilobytes each): the script's future stays small,
+    // instead of being copied whole at every move on the way into `run`'s box.
+    let script_run = async move {
+        let first =
+            Box::pin(client.evalsha::<Value, _, _, _>(script.sha(), keys.clone(), args.clone()))
+                .await;
+        match first {
+            Err(err) if err.details().starts_with("NOSCRIPT") => {
+                Box::pin(client.eval(script.source(), keys, args)).await
+            }
+            other => other,
+        }
+    };
+    async move {
+        tokio::time::timeout(timeout, script_run)
+            .await
+            .unwrap_or_else(|_| Err(RedisError::new(ErrorKind::Timeout, "Request timed out.")))
     }
 }
 

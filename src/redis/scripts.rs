@@ -36,6 +36,10 @@ impl Script {
 /// optionally read the TTL, in one step.
 pub static KV_GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/kv_get.lua")));
 
+/// The near cache's read: type, value and TTL of each key, on its tracking connection.
+pub static NEAR_CACHE_FILL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/near_cache_fill.lua")));
+
 /// KeyValue.SetMany with a TTL or `if_none_exist`.
 pub static KV_SET_MANY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/kv_set_many.lua")));

@@ -4,12 +4,13 @@
 //! [`Bytes`]), applies the caller's namespace, runs one command or script through
 //! [`Redis::run`] / [`Redis::eval`], and returns plain values. Nothing here knows gRPC.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::{Expiration, ExpireOptions, SetOptions, Value};
 
+use super::near_cache::Holding;
 use super::scripts::{KV_COMPARE_AND_SWAP, KV_GET, KV_INCREMENT, KV_SET_MANY};
 use super::{Call, Redis, reply_array, reply_bytes, reply_i64};
 use crate::error::{Error, Idempotency};
@@ -113,9 +114,21 @@ fn flag(on: bool) -> Value {
 }
 
 impl Redis {
+    /// Drops written keys from the near cache (see [`super::near_cache`]), whatever the write's
+    /// outcome: a client then reads its own writes through this gateway.
+    pub(crate) fn forget_all(&self, keys: &[Key]) {
+        for key in keys {
+            self.near_cache.forget(key.as_bytes());
+        }
+    }
+
     /// GET.
     pub async fn get(&self, call: &Call, key: String) -> Result<Option<Bytes>, Error> {
-        let key = call.namespace.key(key);
+        self.get_key(call, call.namespace.key(key)).await
+    }
+
+    /// GET of a Redis key (the namespace applied).
+    async fn get_key(&self, call: &Call, key: Key) -> Result<Option<Bytes>, Error> {
         let reply = self
             .run(call, Idempotency::Idempotent, |client| {
                 let key = key.clone();
@@ -134,12 +147,23 @@ impl Redis {
         refresh_ms: Option<u64>,
         include_ttl: bool,
     ) -> Result<(Option<Bytes>, Option<TtlState>), Error> {
+        self.get_with_ttl_key(call, call.namespace.key(key), refresh_ms, include_ttl)
+            .await
+    }
+
+    /// [`Redis::get_with_ttl`] of a Redis key (the namespace applied).
+    async fn get_with_ttl_key(
+        &self,
+        call: &Call,
+        key: Key,
+        refresh_ms: Option<u64>,
+        include_ttl: bool,
+    ) -> Result<(Option<Bytes>, Option<TtlState>), Error> {
         let idempotency = if refresh_ms.is_some() {
             Idempotency::AtMostOnce
         } else {
             Idempotency::Idempotent
         };
-        let key = call.namespace.key(key);
         let reply = self
             .eval(
                 call,
@@ -149,6 +173,9 @@ impl Redis {
                 vec![ttl_arg(refresh_ms), flag(include_ttl)],
             )
             .await;
+        if refresh_ms.is_some() {
+            self.near_cache.forget(key.as_bytes());
+        }
         let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         let mut parts = reply_array(reply)?.into_iter();
         let value = reply_bytes(parts.next().unwrap_or(Value::Null))?;
@@ -159,6 +186,80 @@ impl Redis {
             None
         };
         Ok((value, ttl))
+    }
+
+    /// GET through the near cache (see [`super::near_cache`]): from memory when an entry may
+    /// be served, else read on the tracking connection and kept; uncached, from the pool, when
+    /// the cache cannot take the read. With `include_ttl`, the key's TTL too. The flag says
+    /// whether the answer came from memory.
+    pub async fn get_near(
+        &self,
+        call: &Call,
+        key: String,
+        include_ttl: bool,
+    ) -> Result<(Option<Bytes>, Option<TtlState>, bool), Error> {
+        let key = call.namespace.key(key);
+        let (entry, hit) = match self.near_cache.lookup(key.inner()) {
+            Some(entry) => (Some(entry), true),
+            None => {
+                let filled = self
+                    .near_cache
+                    .fill(call, std::slice::from_ref(key.inner()))
+                    .await;
+                (filled.and_then(|read| read.into_iter().next()), false)
+            }
+        };
+        let Some(entry) = entry else {
+            return if include_ttl {
+                let (value, ttl) = self.get_with_ttl_key(call, key, None, true).await?;
+                Ok((value, ttl, false))
+            } else {
+                Ok((self.get_key(call, key).await?, None, false))
+            };
+        };
+        if let Holding::OtherType(actual) = &entry.holding {
+            return Err(Error::WrongType {
+                expected: Some(STRING),
+                actual: Some(actual.to_string()),
+            });
+        }
+        let ttl = include_ttl.then(|| entry.ttl(Instant::now()));
+        Ok((entry.value(), ttl, hit))
+    }
+
+    /// MGET through the near cache: what may be served from memory, the rest read on the
+    /// tracking connection (one script) and kept; uncached, from the pool, when the cache
+    /// cannot take the read. Also returns how many values came from memory.
+    pub async fn get_many_near(
+        &self,
+        call: &Call,
+        keys: Vec<String>,
+    ) -> Result<(Vec<Option<Bytes>>, usize), Error> {
+        let keys = call.namespace.keys(keys);
+        let mut values: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for key in &keys {
+            match self.near_cache.lookup(key.inner()) {
+                Some(entry) => values.push(Some(entry.value())),
+                None => {
+                    values.push(None);
+                    missing.push(key.inner().clone());
+                }
+            }
+        }
+        let hits = keys.len() - missing.len();
+        if missing.is_empty() {
+            return Ok((values.into_iter().flatten().collect(), hits));
+        }
+        let Some(read) = self.near_cache.fill(call, &missing).await else {
+            return Ok((self.get_many_keys(call, keys).await?, 0));
+        };
+        let mut read = read.into_iter();
+        let values = values
+            .into_iter()
+            .map(|value| value.unwrap_or_else(|| read.next().and_then(|entry| entry.value())))
+            .collect();
+        Ok((values, hits))
     }
 
     /// SET with a condition, a TTL change, and optionally the previous value (SET … GET).
@@ -193,6 +294,7 @@ impl Redis {
                 }
             })
             .await;
+        self.near_cache.forget(key.as_bytes());
         let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         if !return_previous {
             return Ok(SetOutcome {
@@ -218,7 +320,15 @@ impl Redis {
         call: &Call,
         keys: Vec<String>,
     ) -> Result<Vec<Option<Bytes>>, Error> {
-        let keys = call.namespace.keys(keys);
+        self.get_many_keys(call, call.namespace.keys(keys)).await
+    }
+
+    /// MGET of Redis keys (the namespace applied).
+    async fn get_many_keys(
+        &self,
+        call: &Call,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Option<Bytes>>, Error> {
         let reply = self
             .run(call, Idempotency::Idempotent, |client| {
                 let keys = keys.clone();
@@ -246,19 +356,29 @@ impl Redis {
             args.push(Value::Bytes(value));
         }
         let reply = self
-            .eval(call, Idempotency::AtMostOnce, &KV_SET_MANY, keys, args)
-            .await?;
-        Ok(reply_i64(reply)? == 1)
+            .eval(
+                call,
+                Idempotency::AtMostOnce,
+                &KV_SET_MANY,
+                keys.clone(),
+                args,
+            )
+            .await;
+        self.forget_all(&keys);
+        Ok(reply_i64(reply?)? == 1)
     }
 
     /// UNLINK (DEL that frees large values in the background); the number removed.
     pub async fn delete(&self, call: &Call, keys: Vec<String>) -> Result<i64, Error> {
         let keys = call.namespace.keys(keys);
-        self.run(call, Idempotency::AtMostOnce, |client| {
-            let keys = keys.clone();
-            async move { client.unlink::<i64, _>(keys).await }
-        })
-        .await
+        let deleted = self
+            .run(call, Idempotency::AtMostOnce, |client| {
+                let keys = keys.clone();
+                async move { client.unlink::<i64, _>(keys).await }
+            })
+            .await;
+        self.forget_all(&keys);
+        deleted
     }
 
     /// EXISTS: how many of `keys` exist (a key named twice counts twice).
@@ -292,7 +412,10 @@ impl Redis {
                 let (key, option) = (key.clone(), option.clone());
                 async move { client.pexpire::<i64, _>(key, ttl_ms as i64, option).await }
             })
-            .await?;
+            .await;
+        // The cached entry carries the key's TTL.
+        self.near_cache.forget(key.as_bytes());
+        let applied = applied?;
         Ok(applied == 1)
     }
 
@@ -304,7 +427,9 @@ impl Redis {
                 let key = key.clone();
                 async move { client.persist::<i64, _>(key).await }
             })
-            .await?;
+            .await;
+        self.near_cache.forget(key.as_bytes());
+        let applied = applied?;
         Ok(applied == 1)
     }
 
@@ -349,6 +474,7 @@ impl Redis {
                 .await
                 .and_then(reply_i64),
         };
+        self.near_cache.forget(key.as_bytes());
         self.name_wrong_type(call, &key, STRING, value).await
     }
 
@@ -366,6 +492,7 @@ impl Redis {
                 async move { client.incr_by_float::<f64, _>(key, delta).await }
             })
             .await;
+        self.near_cache.forget(key.as_bytes());
         self.name_wrong_type(call, &key, STRING, value).await
     }
 
@@ -403,6 +530,7 @@ impl Redis {
                 ],
             )
             .await;
+        self.near_cache.forget(key.as_bytes());
         let reply = self.name_wrong_type(call, &key, STRING, reply).await?;
         let mut parts = reply_array(reply)?.into_iter();
         let swapped = parts.next().map(reply_i64).transpose()? == Some(1);

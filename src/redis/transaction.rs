@@ -289,16 +289,18 @@ impl Redis {
         ops: Vec<Operation>,
     ) -> Result<TransactionOutcome, Error> {
         let encoded = Encoded::encode(&call.namespace, guards, ops);
+        let keys = encoded.keys;
         let reply = self
             .eval(
                 call,
                 Idempotency::AtMostOnce,
                 &KV_TRANSACTION,
-                encoded.keys,
+                keys.clone(),
                 encoded.args,
             )
-            .await?;
-        decode(reply)
+            .await;
+        self.forget_all(&keys);
+        decode(reply?)
     }
 }
 

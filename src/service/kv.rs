@@ -58,12 +58,19 @@ impl KeyValue for KeyValueService {
         limits.key("key", &request.key)?;
         let refresh = limits.ttl("refresh_ttl", request.refresh_ttl.as_ref())?;
         let redis = &self.context.redis;
-        let (value, ttl) = if refresh.is_none() && !request.include_ttl {
-            (redis.get(&call, request.key).await?, None)
-        } else {
+        let cached =
+            refresh.is_none() && redis.near_cache().wanted(&request.key, request.near_cache);
+        let (value, ttl, near_cache_hit) = if cached {
             redis
-                .get_with_ttl(&call, request.key, refresh, request.include_ttl)
+                .get_near(&call, request.key, request.include_ttl)
                 .await?
+        } else if refresh.is_none() && !request.include_ttl {
+            (redis.get(&call, request.key).await?, None, false)
+        } else {
+            let (value, ttl) = redis
+                .get_with_ttl(&call, request.key, refresh, request.include_ttl)
+                .await?;
+            (value, ttl, false)
         };
         let value_bytes = value.as_ref().map_or(0, |value| value.len());
         limits.response(
@@ -75,6 +82,7 @@ impl KeyValue for KeyValueService {
             found: value.is_some(),
             value: value.unwrap_or_default(),
             ttl: ttl.map(ttl_status),
+            near_cache_hit,
         }))
     }
 
@@ -117,7 +125,17 @@ impl KeyValue for KeyValueService {
         let request = request.into_inner();
         let limits = self.context.limits();
         limits.keys("keys", &request.keys)?;
-        let values = self.context.redis.get_many(&call, request.keys).await?;
+        let redis = &self.context.redis;
+        let cached = request.near_cache
+            || request
+                .keys
+                .iter()
+                .all(|key| redis.near_cache().wanted(key, false));
+        let (values, hits) = if cached && redis.near_cache().enabled() {
+            redis.get_many_near(&call, request.keys).await?
+        } else {
+            (redis.get_many(&call, request.keys).await?, 0)
+        };
         let total = values.iter().flatten().map(|value| value.len()).sum();
         limits.response(
             "GetMany",
@@ -126,6 +144,7 @@ impl KeyValue for KeyValueService {
         )?;
         Ok(Response::new(pb::KeyValueGetManyResponse {
             values: optional_values(values),
+            near_cache_hits: u32::try_from(hits).unwrap_or(u32::MAX),
         }))
     }
 

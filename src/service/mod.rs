@@ -31,9 +31,10 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::expiry::{ExpiryFeed, FeedSettings};
+use crate::redis::near_cache::NearCacheSettings;
 use crate::redis::session_endings::SessionEndings;
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, Redis, RedisStats};
+use crate::redis::{Call, Namespace, NearCache, Redis, RedisStats};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -60,6 +61,8 @@ pub struct Shared {
     pub session_endings: Arc<SessionEndings>,
     /// What Monitor.GetHealth remembers between checks (whether Redis is evicting).
     pub evictions: monitor::EvictionWatch,
+    /// The near cache of KeyValue reads (every runtime's [`Redis`] holds it too).
+    pub near_cache: Arc<NearCache>,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -93,6 +96,12 @@ impl Shared {
             })),
             session_endings: Arc::new(SessionEndings::new(config.expiry_retention)),
             evictions: monitor::EvictionWatch::default(),
+            near_cache: Arc::new(NearCache::new(NearCacheSettings {
+                max_entries: config.near_cache_max_entries,
+                max_bytes: config.near_cache_max_bytes,
+                max_age: config.near_cache_max_age,
+                prefixes: config.near_cache_prefixes.clone(),
+            })),
         }
     }
 }

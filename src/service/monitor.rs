@@ -20,6 +20,7 @@ use crate::pb;
 use crate::pb::monitor_get_health_response::{Mode, Status as HealthStatus};
 use crate::pb::monitor_server::Monitor;
 use crate::redis::info::{NodeInfo, Topology, hit_ratio};
+use crate::redis::near_cache::NearCacheSnapshot;
 use crate::redis::server_info::RedisVersion;
 
 /// Used memory at or above this share of `maxmemory` makes GetHealth DEGRADED.
@@ -529,7 +530,24 @@ impl Monitor for MonitorService {
             expiry_subscribers: stats.expiry_subscribers.load(Ordering::Relaxed),
             events_delivered: stats.events_delivered.load(Ordering::Relaxed),
             events_dropped: stats.events_dropped.load(Ordering::Relaxed),
+            near_cache: Some(near_cache_stats(self.context.shared.near_cache.snapshot())),
         }))
+    }
+}
+
+/// The near cache's counters as Monitor reports them.
+fn near_cache_stats(snapshot: NearCacheSnapshot) -> pb::NearCacheStats {
+    pb::NearCacheStats {
+        enabled: snapshot.enabled,
+        tracking: snapshot.tracking,
+        entries: snapshot.entries,
+        bytes: snapshot.bytes,
+        hits: snapshot.hits,
+        misses: snapshot.misses,
+        invalidations: snapshot.invalidations,
+        flushes: snapshot.flushes,
+        evictions: snapshot.evictions,
+        fills_discarded: snapshot.fills_discarded,
     }
 }
 

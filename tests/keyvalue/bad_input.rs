@@ -63,7 +63,10 @@ async fn empty_and_oversized_keys_are_invalid_arguments_naming_the_field() {
         assert_invalid(kv.compare_and_swap(cas).await, "key");
         // In a batch, the message names the item.
         let keys = vec!["a".to_owned(), "b".to_owned(), key.to_owned()];
-        let get_many = pb::KeyValueGetManyRequest { keys: keys.clone() };
+        let get_many = pb::KeyValueGetManyRequest {
+            keys: keys.clone(),
+            ..Default::default()
+        };
         assert_invalid(kv.get_many(get_many).await, "keys[2]");
         let delete = pb::KeyValueDeleteRequest { keys: keys.clone() };
         assert_invalid(kv.delete(delete).await, "keys[2]");
@@ -113,7 +116,10 @@ async fn oversized_and_empty_batches_are_invalid_arguments_naming_the_field() {
     };
 
     for n in [0, 4] {
-        let get_many = pb::KeyValueGetManyRequest { keys: keys(n) };
+        let get_many = pb::KeyValueGetManyRequest {
+            keys: keys(n),
+            ..Default::default()
+        };
         assert_invalid(kv.get_many(get_many).await, "keys");
         assert_invalid(
             kv.delete(pb::KeyValueDeleteRequest { keys: keys(n) }).await,
@@ -127,7 +133,10 @@ async fn oversized_and_empty_batches_are_invalid_arguments_naming_the_field() {
         assert_invalid(kv.set_many(set_many).await, "entries");
     }
     // Nothing of the refused SetMany was written; exactly --max-batch-items is fine.
-    let three = pb::KeyValueGetManyRequest { keys: keys(3) };
+    let three = pb::KeyValueGetManyRequest {
+        keys: keys(3),
+        ..Default::default()
+    };
     let values = kv.get_many(three).await.unwrap().into_inner().values;
     assert_eq!(values.len(), 3);
     assert!(values.iter().all(|value| !value.found));

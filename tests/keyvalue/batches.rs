@@ -29,7 +29,10 @@ async fn get_many_preserves_order_and_reports_missing_keys() {
 
     let keys = vec![b.clone(), missing, a.clone(), hash, a];
     let reply = kv
-        .get_many(pb::KeyValueGetManyRequest { keys })
+        .get_many(pb::KeyValueGetManyRequest {
+            keys,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -26,14 +26,18 @@ async fn get_many_over_the_response_limit_is_resource_exhausted() {
     let fits = kv
         .get_many(pb::KeyValueGetManyRequest {
             keys: keys[..3].to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert!(fits.values.iter().all(|value| value.value.len() == 5000));
     let status = assert_code(
-        kv.get_many(pb::KeyValueGetManyRequest { keys: keys.clone() })
-            .await,
+        kv.get_many(pb::KeyValueGetManyRequest {
+            keys: keys.clone(),
+            ..Default::default()
+        })
+        .await,
         Code::ResourceExhausted,
     );
     assert!(

@@ -46,6 +46,7 @@ async fn reserved_keys_cannot_be_read_written_or_deleted() {
     assert_status(
         kv.get_many(pb::KeyValueGetManyRequest {
             keys: vec![key.clone()],
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,

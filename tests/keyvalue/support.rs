@@ -166,6 +166,7 @@ pub async fn get_with(
         key: key.to_owned(),
         include_ttl,
         refresh_ttl,
+        near_cache: false,
     };
     kv.get(request).await.unwrap().into_inner()
 }

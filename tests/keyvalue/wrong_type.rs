@@ -43,6 +43,7 @@ async fn get_of_hash_or_list_is_failed_precondition_naming_the_type() {
                 key: key.clone(),
                 include_ttl,
                 refresh_ttl,
+                near_cache: false,
             };
             let status = assert_code(kv.get(request).await, Code::FailedPrecondition);
             assert!(
