@@ -4,7 +4,8 @@
 Starts a private redis-server on a free loopback port, measures redis-benchmark (GET and SET,
 not pipelined and with -P 16) against it at each concurrency, then starts the gateway on the
 same Redis and loads it with redis-gateway-bench (Get, Set, Hash.GetAll, Lock Acquire+Release,
-mixed) at the same concurrencies, and prints one table per concurrency with each figure's
+mixed, and Gets of Zipf-distributed keys with and without the near cache) at the same
+concurrencies, and prints one table per concurrency with each figure's
 ratio to redis-benchmark. For every gateway run it also records the gateway's CPU time per
 call and syscalls per call (over the measured window only: perf's raw_syscalls tracepoint when
 perf works here, else "-"), and the gateway's peak RSS.
@@ -39,11 +40,18 @@ TICKS = os.sysconf("SC_CLK_TCK")
 WORKLOADS = {
     "get": ("KeyValue.Get", "GET"),
     "set": ("KeyValue.Set", "SET"),
+    "get-zipf": ("KeyValue.Get, Zipf keys", "GET"),
+    "get-zipf-near-cache": ("KeyValue.Get, Zipf keys, near cache", "GET"),
     "hash-get-all": ("Hash.GetAll (10 fields)", None),
     "lock": ("Lock Acquire+Release pair", None),
     "mixed": ("mixed 70/20/5/5", None),
     "expiry-fanout": ("WatchExpirations fan-out (deliveries)", None),
     "idle-connections": ("idle connections (one Get each)", None),
+}
+# Workloads that are the load generator's with options: (its workload, its options).
+VARIANTS = {
+    "get-zipf": ("get", ["--distribution", "zipf"]),
+    "get-zipf-near-cache": ("get", ["--distribution", "zipf", "--near-cache"]),
 }
 # Run once (--fanout, --idle-connections), not at each concurrency.
 SPECIAL = ("expiry-fanout", "idle-connections")
@@ -132,7 +140,8 @@ def redis_benchmark(port, test, concurrency, requests, pipeline):
 def gateway_run(args, gateway_pid, gateway_addr, workload, concurrency, count_syscalls,
                 connections=None):
     connections = connections or min(concurrency, args.max_connections)
-    command = [args.bench, "--target", gateway_addr, "--workload", workload,
+    bench_workload, options = VARIANTS.get(workload, (workload, []))
+    command = [args.bench, "--target", gateway_addr, "--workload", bench_workload, *options,
                "--concurrency", str(concurrency), "--connections", str(connections),
                "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s",
                "--keys", str(args.keys), "--json", "--progress"]

@@ -5,29 +5,33 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, RedisServer, connect_channel, unique_key};
+use common::{
+    Gateway, RedisServer, client_field, connect_channel, near_cache_client_ids,
+    pubsub_clients_besides_near_cache, unique_key,
+};
 use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 
 /// The Redis command connections of clients other than `admin`, as CLIENT LIST lines (the
 /// gateway's one pub/sub connection, which wakes lock waiters, is counted apart by
-/// [`subscriber_connections`]).
+/// [`subscriber_connections`], the near cache's pair by [`near_cache_pairs`]).
 async fn gateway_connections(admin: &Client) -> Vec<String> {
-    all_connections(admin)
-        .await
-        .into_iter()
-        .filter(|line| line.contains(" sub=0 "))
+    let all = all_connections(admin).await;
+    let near_cache = near_cache_client_ids(&all.join("\n"));
+    all.into_iter()
+        .filter(|line| line.contains(" sub=0 ") && !near_cache.contains(&client_field(line, "id")))
         .collect()
 }
 
-/// The pub/sub connections of other clients.
+/// The pub/sub connections of other clients, the near cache's aside.
 async fn subscriber_connections(admin: &Client) -> usize {
-    all_connections(admin)
-        .await
-        .iter()
-        .filter(|line| !line.contains(" sub=0 "))
-        .count()
+    pubsub_clients_besides_near_cache(&all_connections(admin).await.join("\n"))
+}
+
+/// The near cache's tracking pairs of other clients.
+async fn near_cache_pairs(admin: &Client) -> usize {
+    near_cache_client_ids(&all_connections(admin).await.join("\n")).len() / 2
 }
 
 /// Every connection of clients other than `admin`, as CLIENT LIST lines.
@@ -87,12 +91,15 @@ async fn each_runtime_has_its_own_connections_and_every_runtime_serves() {
         served >= 2,
         "the Gets went through one runtime only: {connections:#?}"
     );
-    // One pub/sub connection per process, not per runtime (it connects in the background).
+    // One pub/sub connection and one near cache pair per process, not per runtime (they
+    // connect in the background).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let subscribers = subscriber_connections(&admin).await;
+        let pairs = near_cache_pairs(&admin).await;
         assert!(subscribers <= 1, "{subscribers} pub/sub connections");
-        if subscribers == 1 {
+        assert!(pairs <= 1, "{pairs} near cache pairs");
+        if subscribers == 1 && pairs == 1 {
             break;
         }
         assert!(

@@ -584,3 +584,30 @@ pub fn unread_by_redis(port: u16, pid: u32) -> usize {
         .map(|socket| socket.unread)
         .sum()
 }
+
+/// A CLIENT LIST line's `name=value` field (empty when absent).
+pub fn client_field(line: &str, name: &str) -> String {
+    line.split(' ')
+        .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Ids, in a CLIENT LIST, of the near cache's tracking readers (flag `t`) and of the
+/// subscribers they redirect their invalidations to.
+pub fn near_cache_client_ids(client_list: &str) -> Vec<String> {
+    client_list
+        .lines()
+        .filter(|line| client_field(line, "flags").contains('t'))
+        .flat_map(|line| [client_field(line, "id"), client_field(line, "redir")])
+        .collect()
+}
+
+/// The pub/sub connections in a CLIENT LIST other than the near cache's subscriber.
+pub fn pubsub_clients_besides_near_cache(client_list: &str) -> usize {
+    let near_cache = near_cache_client_ids(client_list);
+    client_list
+        .lines()
+        .filter(|line| !line.contains(" sub=0 ") && !near_cache.contains(&client_field(line, "id")))
+        .count()
+}
