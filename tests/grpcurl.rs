@@ -104,6 +104,27 @@ async fn grpcurl_sets_gets_and_reads_the_ttl_with_json() {
         "{ttl}"
     );
 
+    // The cookbook's near cache read: the second one comes from memory (the cache's tracking
+    // connection comes up in the background at start, so the first tries may all go to Redis).
+    let cached = format!(r#"{{"key":"{key}","near_cache":true}}"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let read = grpcurl(
+            &gateway,
+            &["-d", &cached],
+            &["redisgateway.v1.KeyValue/Get"],
+        )
+        .await;
+        assert!(read.contains(r#""value": "eyJvayI6dHJ1ZX0=""#), "{read}");
+        if read.contains(r#""nearCacheHit": true"#) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never a near cache hit: {read}"
+        );
+    }
+
     let health = grpcurl(&gateway, &[], &["grpc.health.v1.Health/Check"]).await;
     assert!(health.contains("SERVING"), "{health}");
 }

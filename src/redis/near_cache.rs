@@ -689,3 +689,110 @@ enum Ended {
     /// The connection was lost; why.
     Lost(&'static str),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max_entries: usize, max_bytes: usize, prefixes: &[&str]) -> NearCache {
+        NearCache::new(NearCacheSettings {
+            max_entries,
+            max_bytes,
+            max_age: Duration::from_secs(60),
+            prefixes: prefixes.iter().map(|prefix| (*prefix).to_owned()).collect(),
+        })
+    }
+
+    fn entry(value: &'static [u8], ttl: Option<Duration>) -> Entry {
+        let now = Instant::now();
+        Entry {
+            holding: Holding::Value(Bytes::from_static(value)),
+            key_expires_at: ttl.map(|ttl| now + ttl),
+            fresh_until: now + ttl.unwrap_or(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn reads_use_the_cache_when_asked_or_under_a_prefix_and_only_when_it_is_on() {
+        let on = cache(10, 1 << 20, &["cfg:", "feature:"]);
+        assert!(on.wanted("anything", true));
+        assert!(on.wanted("cfg:flags", false) && on.wanted("feature:x", false));
+        assert!(!on.wanted("other", false) && !on.wanted("cf", false));
+        let off = cache(0, 1 << 20, &["cfg:"]);
+        assert!(!off.enabled() && !off.wanted("cfg:flags", true));
+        assert!(
+            NearCache::disabled()
+                .lookup(&Bytes::from_static(b"k"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_entry_charges_its_size_and_at_least_the_entry_share_of_the_bytes() {
+        let weight = EntryWeight { floor: 500 };
+        let key = Bytes::from_static(b"key");
+        use quick_cache::Weighter as _;
+        assert_eq!(weight.weight(&key, &entry(b"v", None)), 500);
+        let large = Entry {
+            holding: Holding::Value(Bytes::from(vec![0; 1000])),
+            ..entry(b"", None)
+        };
+        assert_eq!(
+            weight.weight(&key, &large),
+            (3 + 1000 + ENTRY_OVERHEAD) as u64
+        );
+    }
+
+    #[test]
+    fn invalidations_drop_keys_and_an_empty_one_drops_everything() {
+        let near = cache(10, 1 << 20, &[]);
+        let entries = near.entries.as_ref().unwrap();
+        for key in [&b"a"[..], b"b", b"c"] {
+            entries.insert(Bytes::copy_from_slice(key), entry(b"v", None));
+        }
+        near.invalidated(&[Key::from("a")]);
+        assert!(near.lookup(&Bytes::from_static(b"a")).is_none());
+        assert!(near.lookup(&Bytes::from_static(b"b")).is_some());
+        let generation = near.generation.load(Ordering::Acquire);
+        near.invalidated(&[]);
+        assert!(near.lookup(&Bytes::from_static(b"b")).is_none());
+        assert_eq!(near.generation.load(Ordering::Acquire), generation + 1);
+        let snapshot = near.snapshot();
+        assert_eq!(
+            (snapshot.entries, snapshot.invalidations, snapshot.flushes),
+            (0, 1, 1)
+        );
+        assert_eq!((snapshot.hits, snapshot.misses), (1, 2));
+    }
+
+    #[test]
+    fn an_entry_past_its_ttl_is_a_miss_and_reports_what_is_left() {
+        let near = cache(10, 1 << 20, &[]);
+        let entries = near.entries.as_ref().unwrap();
+        let expired = Entry {
+            fresh_until: Instant::now(),
+            ..entry(b"v", Some(Duration::ZERO))
+        };
+        entries.insert(Bytes::from_static(b"old"), expired);
+        assert!(near.lookup(&Bytes::from_static(b"old")).is_none());
+        assert!(entries.is_empty(), "the expired entry is dropped");
+        let living = entry(b"v", Some(Duration::from_secs(10)));
+        let now = Instant::now();
+        assert!(
+            matches!(living.ttl(now), TtlState::Expiring(left) if left <= Duration::from_secs(10))
+        );
+        assert_eq!(entry(b"v", None).ttl(now), TtlState::Persistent);
+        let absent = Entry {
+            holding: Holding::Absent,
+            ..entry(b"", None)
+        };
+        assert_eq!(absent.ttl(now), TtlState::Missing);
+        assert_eq!(absent.value(), None);
+    }
+
+    #[test]
+    fn a_fill_is_refused_while_no_tracking_connection_is_up() {
+        let near = cache(10, 1 << 20, &[]);
+        assert!(near.ticket(&[Bytes::from_static(b"k")]).is_none());
+    }
+}
