@@ -421,3 +421,47 @@ async fn expiry_watchers_and_events_are_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_hits_misses_invalidations_and_size_are_exposed() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis.url(), &["--metrics-listen", "127.0.0.1:0"]).await;
+    scrape_until(&gateway, Duration::from_secs(10), |text| {
+        sample(text, "gateway_near_cache_tracking", &[]) == Some(1.0)
+    })
+    .await;
+    let mut kv = gateway.kv().await;
+    let key = unique_key("metrics-near");
+    let cached_get = || pb::KeyValueGetRequest {
+        key: key.clone(),
+        near_cache: true,
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        kv.get(cached_get()).await.unwrap();
+    }
+    // A write around the gateway invalidates the key.
+    let admin = redis.client().await;
+    let _: () = admin.set(&key, "v", None, None, false).await.unwrap();
+    let text = scrape_until(&gateway, Duration::from_secs(5), |text| {
+        sample(text, "gateway_near_cache_invalidations_total", &[]) == Some(1.0)
+    })
+    .await;
+    for (name, value) in [
+        ("gateway_near_cache_hits_total", 2.0),
+        ("gateway_near_cache_misses_total", 1.0),
+        ("gateway_near_cache_entries", 0.0),
+        ("gateway_near_cache_evictions_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, name, &[]), Some(value), "{name}: {text}");
+    }
+    kv.get(cached_get()).await.unwrap();
+    let text = scrape_until(&gateway, Duration::from_secs(5), |text| {
+        sample(text, "gateway_near_cache_entries", &[]) == Some(1.0)
+    })
+    .await;
+    assert!(
+        sample(&text, "gateway_near_cache_bytes", &[]).is_some_and(|bytes| bytes > 0.0),
+        "{text}"
+    );
+}

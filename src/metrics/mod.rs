@@ -124,21 +124,22 @@ struct GatewayCollector {
 impl Collector for GatewayCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let stats = &self.shared.stats;
-        let open_streams = stats.open_streams.load(Ordering::Relaxed);
-        let gauge = ConstGauge::new(i64::try_from(open_streams).unwrap_or(i64::MAX));
-        gauge.encode(encoder.encode_descriptor(
-            "gateway_server_streams_open",
-            "Server streams open now (Scan, Lock.Hold, ...).",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        let counter = ConstCounter::new(stats.streams_opened.load(Ordering::Relaxed));
-        counter.encode(encoder.encode_descriptor(
-            "gateway_server_streams_opened",
-            "Server streams opened since start.",
-            None,
-            counter.metric_type(),
-        )?)?;
+        encode_gauges(
+            &mut encoder,
+            &[(
+                "gateway_server_streams_open",
+                "Server streams open now (Scan, Lock.Hold, ...).",
+                stats.open_streams.load(Ordering::Relaxed),
+            )],
+        )?;
+        encode_counters(
+            &mut encoder,
+            &[(
+                "gateway_server_streams_opened",
+                "Server streams opened since start.",
+                stats.streams_opened.load(Ordering::Relaxed),
+            )],
+        )?;
 
         let redis = &self.shared.redis_stats;
         let mut errors = encoder.encode_descriptor(
@@ -152,117 +153,132 @@ impl Collector for GatewayCollector {
             let labels = [("kind", kind.label())];
             ConstCounter::new(redis.command_errors(kind)).encode(errors.encode_family(&labels)?)?;
         }
-        let counter = ConstCounter::new(redis.reconnects());
-        counter.encode(encoder.encode_descriptor(
-            "gateway_redis_reconnects",
-            "Pooled Redis connections re-established after a failure.",
-            None,
-            counter.metric_type(),
-        )?)?;
+        encode_counters(
+            &mut encoder,
+            &[(
+                "gateway_redis_reconnects",
+                "Pooled Redis connections re-established after a failure.",
+                redis.reconnects(),
+            )],
+        )?;
         let pools = redis.pool_connections();
-        for (name, help, value) in [
-            (
-                "gateway_redis_pool_configured_connections",
-                "Redis connections of every runtime's pool (REDIS_MAX_CONNECTIONS shared out).",
-                pools.configured,
-            ),
-            (
-                "gateway_redis_pool_connected_connections",
-                "Pooled Redis connections connected now.",
-                pools.connected,
-            ),
-        ] {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        encode_gauges(
+            &mut encoder,
+            &[
+                (
+                    "gateway_redis_pool_configured_connections",
+                    "Redis connections of every runtime's pool (REDIS_MAX_CONNECTIONS shared out).",
+                    pools.configured as u64,
+                ),
+                (
+                    "gateway_redis_pool_connected_connections",
+                    "Pooled Redis connections connected now.",
+                    pools.connected as u64,
+                ),
+            ],
+        )?;
 
-        let watchers = stats.expiry_subscribers.load(Ordering::Relaxed);
-        let gauge = ConstGauge::new(i64::try_from(watchers).unwrap_or(i64::MAX));
-        gauge.encode(encoder.encode_descriptor(
-            "gateway_expiry_watchers",
-            "KeyValue.WatchExpirations streams open now.",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        for (name, help, value) in [
-            (
-                "gateway_expiry_events_delivered",
-                "Key events delivered to WatchExpirations streams.",
-                stats.events_delivered.load(Ordering::Relaxed),
-            ),
-            (
-                "gateway_expiry_events_dropped",
-                "Key events skipped for WatchExpirations streams that fell behind (each told by \
-                 a gap).",
-                stats.events_dropped.load(Ordering::Relaxed),
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
+        encode_gauges(
+            &mut encoder,
+            &[(
+                "gateway_expiry_watchers",
+                "KeyValue.WatchExpirations streams open now.",
+                stats.expiry_subscribers.load(Ordering::Relaxed),
+            )],
+        )?;
+        encode_counters(
+            &mut encoder,
+            &[
+                (
+                    "gateway_expiry_events_delivered",
+                    "Key events delivered to WatchExpirations streams.",
+                    stats.events_delivered.load(Ordering::Relaxed),
+                ),
+                (
+                    "gateway_expiry_events_dropped",
+                    "Key events skipped for WatchExpirations streams that fell behind (each told by \
+                     a gap).",
+                    stats.events_dropped.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
 
         let cache = self.shared.near_cache.snapshot();
-        for (name, help, value) in [
-            (
-                "gateway_near_cache_tracking",
-                "1 while the near cache's tracking connection is up (reads may use the cache).",
-                u64::from(cache.tracking),
-            ),
-            (
-                "gateway_near_cache_entries",
-                "Entries in the near cache now.",
-                cache.entries,
-            ),
-            (
-                "gateway_near_cache_bytes",
-                "Bytes charged for the near cache's entries now.",
-                cache.bytes,
-            ),
-        ] {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        for (name, help, value) in [
-            (
-                "gateway_near_cache_hits",
-                "KeyValue reads answered from the near cache.",
-                cache.hits,
-            ),
-            (
-                "gateway_near_cache_misses",
-                "KeyValue reads that asked for the near cache and went to Redis.",
-                cache.misses,
-            ),
-            (
-                "gateway_near_cache_invalidations",
-                "Keys Redis invalidated in the near cache.",
-                cache.invalidations,
-            ),
-            (
-                "gateway_near_cache_flushes",
-                "Times the whole near cache was dropped (tracking connection lost or renewed, \
-                 database flushed).",
-                cache.flushes,
-            ),
-            (
-                "gateway_near_cache_evictions",
-                "Near cache entries evicted to stay within its bounds.",
-                cache.evictions,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
+        encode_gauges(
+            &mut encoder,
+            &[
+                (
+                    "gateway_near_cache_tracking",
+                    "1 while the near cache's tracking connection is up (reads may use the cache).",
+                    u64::from(cache.tracking),
+                ),
+                (
+                    "gateway_near_cache_entries",
+                    "Entries in the near cache now.",
+                    cache.entries,
+                ),
+                (
+                    "gateway_near_cache_bytes",
+                    "Bytes charged for the near cache's entries now.",
+                    cache.bytes,
+                ),
+            ],
+        )?;
+        encode_counters(
+            &mut encoder,
+            &[
+                (
+                    "gateway_near_cache_hits",
+                    "KeyValue reads answered from the near cache.",
+                    cache.hits,
+                ),
+                (
+                    "gateway_near_cache_misses",
+                    "KeyValue reads that asked for the near cache and went to Redis.",
+                    cache.misses,
+                ),
+                (
+                    "gateway_near_cache_invalidations",
+                    "Keys Redis invalidated in the near cache.",
+                    cache.invalidations,
+                ),
+                (
+                    "gateway_near_cache_flushes",
+                    "Times the whole near cache was dropped (tracking connection lost or renewed, \
+                     database flushed).",
+                    cache.flushes,
+                ),
+                (
+                    "gateway_near_cache_evictions",
+                    "Near cache entries evicted to stay within its bounds.",
+                    cache.evictions,
+                ),
+            ],
+        )?;
         Ok(())
     }
+}
+
+/// Encodes gauges given as (name, help, value).
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[(&str, &str, u64)],
+) -> Result<(), fmt::Error> {
+    for &(name, help, value) in gauges {
+        let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// Encodes counters given as (name, help, value).
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), fmt::Error> {
+    for &(name, help, value) in counters {
+        let counter = ConstCounter::new(value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    Ok(())
 }

@@ -118,7 +118,18 @@ pub fn dedicated_client(
     timeout: Duration,
     events: usize,
 ) -> Result<Client, Error> {
-    Builder::from_config(fred.clone())
+    dedicated_builder(fred.clone(), timeout, events)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|err| Error::Internal(format!("building a Redis client: {err}")))
+}
+
+/// The builder of a dedicated connection: `timeout` to connect and for every command, commands
+/// sent once (never replayed after a reconnect), no Nagle delay, event channels of `events`
+/// messages; no reconnect policy yet.
+pub fn dedicated_builder(fred: FredConfig, timeout: Duration, events: usize) -> Builder {
+    let mut builder = Builder::from_config(fred);
+    builder
         .with_connection_config(|connection| {
             connection.connection_timeout = timeout;
             connection.internal_command_timeout = timeout;
@@ -130,10 +141,8 @@ pub fn dedicated_client(
         })
         .with_performance_config(|performance| {
             performance.broadcast_channel_capacity = events;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()
-        .map_err(|err| Error::Internal(format!("building a Redis client: {err}")))
+        });
+    builder
 }
 
 impl<T: StreamEntry> StreamFanout<T> {

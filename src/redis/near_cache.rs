@@ -41,11 +41,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::config::{Config as FredConfig, TcpConfig};
+use fred::types::config::Config as FredConfig;
 use fred::types::{RespVersion, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::dedicated_builder;
 use super::scripts::NEAR_CACHE_FILL;
 use super::strings::TtlState;
 use super::{reply_array, reply_i64, run_script};
@@ -664,20 +665,7 @@ fn tracking_client(fred: &FredConfig, timeout: Duration) -> Result<Client, Error
     let mut fred = fred.clone();
     fred.version = RespVersion::RESP2;
     fred.fail_fast = true;
-    Builder::from_config(fred)
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout;
-            connection.internal_command_timeout = timeout;
-            connection.max_command_attempts = 1;
-            connection.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..TcpConfig::default()
-            };
-        })
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = timeout;
-            performance.broadcast_channel_capacity = INVALIDATION_BUFFER;
-        })
+    dedicated_builder(fred, timeout, INVALIDATION_BUFFER)
         .build()
         .map_err(|err| Error::Internal(format!("building a near cache connection: {err}")))
 }
