@@ -272,10 +272,11 @@ impl Config {
             ));
         }
         if let Some(url) = &self.redis_url {
-            if !url.starts_with("redis://") {
+            if !url.starts_with("redis://") && !url.starts_with("redis-cluster://") {
                 return Err(ConfigError::new(
                     "--redis-url / REDIS_URL",
-                    "must be a redis:// URL (TLS, Cluster and Sentinel URLs are not supported yet)",
+                    "must be a redis:// or redis-cluster:// URL (TLS and Sentinel URLs are not \
+                     supported yet)",
                 ));
             }
             fred::types::config::Config::from_url(url).map_err(|err| {

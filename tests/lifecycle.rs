@@ -322,7 +322,7 @@ async fn invalid_configuration_exits_2_naming_the_setting() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_log() {
-    let redis = shared_redis();
+    let redis = RedisServer::start();
     let url = format!("redis://nobody:hunter2-url@127.0.0.1:{}", redis.port);
     let mut gateway = start_gateway_process(
         &["--redis-connect-timeout", "300ms"],

@@ -165,7 +165,7 @@ async fn health_is_serving_with_figures_that_match_info() {
 
 #[tokio::test]
 async fn get_info_returns_sections_and_raw_fields_per_node() {
-    let redis = shared_redis();
+    let redis = RedisServer::start();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut monitor = monitor(&gateway).await;
     let direct = redis.client().await;

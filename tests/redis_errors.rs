@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Gateway, RedisServer, shared_redis, unique_key};
+use common::{Gateway, RedisServer, unique_key};
 use fred::prelude::*;
 use redis_gateway::pb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -23,7 +23,7 @@ fn set(key: &str) -> pb::KeyValueSetRequest {
 
 #[tokio::test]
 async fn a_command_the_acl_denies_is_permission_denied() {
-    let redis = shared_redis();
+    let redis = RedisServer::start();
     let admin = redis.client().await;
     let user = unique_key("acl").replace(':', "-");
     // May read and ping, may not write strings.
@@ -50,7 +50,7 @@ async fn a_command_the_acl_denies_is_permission_denied() {
 
 #[tokio::test]
 async fn a_write_to_a_read_only_replica_is_unavailable_with_a_known_outcome() {
-    let primary = shared_redis();
+    let primary = RedisServer::start();
     let replica = RedisServer::start();
     let replica_admin = replica.client().await;
     let port = primary.port.to_string();

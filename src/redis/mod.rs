@@ -41,6 +41,7 @@ pub mod server_info;
 pub mod session_endings;
 pub mod session_sweeper;
 pub mod sessions;
+pub mod slots;
 pub mod stats;
 pub mod strings;
 pub mod transaction;
@@ -82,6 +83,8 @@ pub struct Redis {
     stats: Arc<RedisStats>,
     /// The process's near cache (KeyValue reads that ask for it; writes drop their keys).
     near_cache: Arc<NearCache>,
+    /// Whether Redis is a cluster (multi-key commands must stay within one slot).
+    clustered: bool,
 }
 
 /// fred reports a client as connected until its first reconnect attempt starts, and commands
@@ -224,6 +227,7 @@ impl Redis {
         near_cache: Arc<NearCache>,
     ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
+        let clustered = fred.server.is_clustered();
         let pool = Builder::from_config(fred)
             .with_connection_config(|connection| {
                 connection.connection_timeout = connect_timeout;
@@ -280,7 +284,24 @@ impl Redis {
             links,
             stats,
             near_cache,
+            clustered,
         })
+    }
+
+    /// Whether Redis is a cluster.
+    pub fn clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The cluster's primaries as last seen (empty on a single Redis, or before the first
+    /// connection).
+    pub fn primaries(&self) -> Vec<Server> {
+        self.pool
+            .clients()
+            .first()
+            .and_then(|client| client.cached_cluster_state())
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default()
     }
 
     /// The process's near cache.

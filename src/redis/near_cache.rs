@@ -543,6 +543,13 @@ impl NearCache {
         if !self.enabled() {
             return;
         }
+        if fred.server.is_clustered() {
+            // Tracking is per node, and its invalidations go to a subscriber on the same node;
+            // one pair would leave the other nodes' keys untracked. Until there is a pair per
+            // primary, reads that ask for the cache go to Redis.
+            tracing::info!("near cache: not available with Redis Cluster yet; reads go to Redis");
+            return;
+        }
         let mut backoff = Duration::from_millis(100);
         let mut lost_before = false;
         loop {

@@ -130,37 +130,50 @@ impl<T> Scan<T> {
         F: FnMut(Vec<T>) -> Fut,
         Fut: Future<Output = bool>,
     {
-        let mut cursor = Bytes::from_static(b"0");
+        // SCAN walks one node's keyspace: on a cluster, every primary's in turn, each cursor
+        // sent back to the node that gave it. HSCAN's key picks its node.
+        let nodes: Vec<Option<Server>> = if self.redis.clustered() && self.leading.is_empty() {
+            let primaries = self.redis.primaries();
+            if primaries.is_empty() {
+                return Err(Error::redis_unreachable());
+            }
+            primaries.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
         let mut page = Vec::with_capacity(self.page_size);
         let mut page_bytes = 0;
         let mut found = Vec::new();
-        loop {
-            let (next_cursor, raw) = self.step(cursor).await?;
-            (self.collect)(&self.call, raw, &mut found)?;
-            for item in found.drain(..) {
-                let weight = (self.weigh)(&item);
-                if weight > self.max_page_bytes {
-                    return Err(Error::ResourceExhausted(format!(
-                        "{}: one item holds {weight} bytes, over the response limit of {} \
+        for node in &nodes {
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                let (next_cursor, raw) = self.step(node.as_ref(), cursor).await?;
+                (self.collect)(&self.call, raw, &mut found)?;
+                for item in found.drain(..) {
+                    let weight = (self.weigh)(&item);
+                    if weight > self.max_page_bytes {
+                        return Err(Error::ResourceExhausted(format!(
+                            "{}: one item holds {weight} bytes, over the response limit of {} \
                          (GATEWAY_MAX_RESPONSE_BYTES)",
-                        self.command, self.max_page_bytes
-                    )));
-                }
-                let full =
-                    page.len() == self.page_size || page_bytes + weight > self.max_page_bytes;
-                if full && !page.is_empty() {
-                    if !deliver(std::mem::take(&mut page)).await {
-                        return Ok(());
+                            self.command, self.max_page_bytes
+                        )));
                     }
-                    page_bytes = 0;
+                    let full =
+                        page.len() == self.page_size || page_bytes + weight > self.max_page_bytes;
+                    if full && !page.is_empty() {
+                        if !deliver(std::mem::take(&mut page)).await {
+                            return Ok(());
+                        }
+                        page_bytes = 0;
+                    }
+                    page_bytes += weight;
+                    page.push(item);
                 }
-                page_bytes += weight;
-                page.push(item);
+                if next_cursor.as_ref() == b"0" {
+                    break;
+                }
+                cursor = next_cursor;
             }
-            if next_cursor.as_ref() == b"0" {
-                break;
-            }
-            cursor = next_cursor;
         }
         if !page.is_empty() {
             deliver(page).await;
@@ -168,8 +181,12 @@ impl<T> Scan<T> {
         Ok(())
     }
 
-    /// One step: the next cursor and the elements it returned.
-    async fn step(&self, cursor: Bytes) -> Result<(Bytes, Vec<Value>), Error> {
+    /// One step, on `node` when given: the next cursor and the elements it returned.
+    async fn step(
+        &self,
+        node: Option<&Server>,
+        cursor: Bytes,
+    ) -> Result<(Bytes, Vec<Value>), Error> {
         let mut args = Vec::with_capacity(self.leading.len() + 1 + self.trailing.len());
         args.extend(self.leading.iter().cloned());
         args.push(Value::Bytes(cursor));
@@ -185,13 +202,22 @@ impl<T> Scan<T> {
             .redis
             .run(&self.call, Idempotency::Idempotent, |client| {
                 let (args, route) = (args.clone(), route.clone());
+                let node = node.cloned();
                 async move {
-                    client
-                        .custom::<Value, Value>(
-                            CustomCommand::new_static(command, route, false),
-                            args,
-                        )
-                        .await
+                    let command = CustomCommand::new_static(command, route, false);
+                    match node {
+                        Some(node) => {
+                            // The call's options (timeout, attempts) and the node together:
+                            // nested `WithOptions` would let the inner ones reset the node.
+                            let mut options = client.options().clone();
+                            options.cluster_node = Some(node);
+                            (*client)
+                                .with_options(&options)
+                                .custom::<Value, Value>(command, args)
+                                .await
+                        }
+                        None => client.custom::<Value, Value>(command, args).await,
+                    }
                 }
             })
             .await?;

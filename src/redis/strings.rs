@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::{Expiration, ExpireOptions, SetOptions, Value};
+use fred::types::{ClusterHash, CustomCommand, Expiration, ExpireOptions, SetOptions, Value};
 
 use super::near_cache::Holding;
 use super::scripts::{KV_COMPARE_AND_SWAP, KV_GET, KV_INCREMENT, KV_SET_MANY};
+use super::slots::by_slot;
 use super::{Call, Redis, reply_array, reply_bytes, reply_i64};
 use crate::error::{Error, Idempotency};
 
@@ -323,12 +324,34 @@ impl Redis {
         self.get_many_keys(call, call.namespace.keys(keys)).await
     }
 
-    /// MGET of Redis keys (the namespace applied).
+    /// MGET of Redis keys (the namespace applied); on a cluster one MGET per slot, sent
+    /// together.
     async fn get_many_keys(
         &self,
         call: &Call,
         keys: Vec<Key>,
     ) -> Result<Vec<Option<Bytes>>, Error> {
+        if self.spans_slots(&keys) {
+            let groups = by_slot(&keys);
+            let replies = futures_util::future::join_all(
+                groups
+                    .iter()
+                    .map(|(_, members)| Box::pin(self.mget(call, members.clone()))),
+            )
+            .await;
+            let mut values = vec![None; keys.len()];
+            for ((positions, _), reply) in groups.iter().zip(replies) {
+                for (&position, value) in positions.iter().zip(reply?) {
+                    values[position] = value;
+                }
+            }
+            return Ok(values);
+        }
+        self.mget(call, keys).await
+    }
+
+    /// One MGET.
+    async fn mget(&self, call: &Call, keys: Vec<Key>) -> Result<Vec<Option<Bytes>>, Error> {
         let reply = self
             .run(call, Idempotency::Idempotent, |client| {
                 let keys = keys.clone();
@@ -355,6 +378,8 @@ impl Redis {
             keys.push(call.namespace.key(key));
             args.push(Value::Bytes(value));
         }
+        // All or none: one script, so one slot.
+        self.one_slot("entries", &keys)?;
         let reply = self
             .eval(
                 call,
@@ -372,10 +397,7 @@ impl Redis {
     pub async fn delete(&self, call: &Call, keys: Vec<String>) -> Result<i64, Error> {
         let keys = call.namespace.keys(keys);
         let deleted = self
-            .run(call, Idempotency::AtMostOnce, |client| {
-                let keys = keys.clone();
-                async move { client.unlink::<i64, _>(keys).await }
-            })
+            .count_per_slot(call, &keys, Idempotency::AtMostOnce, "UNLINK")
             .await;
         self.forget_all(&keys);
         deleted
@@ -384,11 +406,54 @@ impl Redis {
     /// EXISTS: how many of `keys` exist (a key named twice counts twice).
     pub async fn exists(&self, call: &Call, keys: Vec<String>) -> Result<i64, Error> {
         let keys = call.namespace.keys(keys);
-        self.run(call, Idempotency::Idempotent, |client| {
-            let keys = keys.clone();
-            async move { client.exists::<i64, _>(keys).await }
-        })
-        .await
+        self.count_per_slot(call, &keys, Idempotency::Idempotent, "EXISTS")
+            .await
+    }
+
+    /// A command over `keys` that answers a count (UNLINK, EXISTS); on a cluster one per slot,
+    /// sent together, their counts summed. The outcome of a write is unknown if any part's is.
+    async fn count_per_slot(
+        &self,
+        call: &Call,
+        keys: &[Key],
+        idempotency: Idempotency,
+        command: &'static str,
+    ) -> Result<i64, Error> {
+        let count = |keys: Vec<Key>| {
+            self.run(call, idempotency, move |client| {
+                let args: Vec<Value> = keys.iter().cloned().map(Value::from).collect();
+                async move {
+                    client
+                        .custom::<i64, Value>(
+                            CustomCommand::new_static(command, ClusterHash::FirstKey, false),
+                            args,
+                        )
+                        .await
+                }
+            })
+        };
+        if !self.spans_slots(keys) {
+            return Box::pin(count(keys.to_vec())).await;
+        }
+        let counts = futures_util::future::join_all(
+            by_slot(keys)
+                .into_iter()
+                .map(|(_, members)| Box::pin(count(members))),
+        )
+        .await;
+        let mut total = 0;
+        let mut failure: Option<Error> = None;
+        for result in counts {
+            match result {
+                Ok(count) => total += count,
+                // An unknown outcome outranks a known failure: some part may have applied.
+                Err(err) if failure.as_ref().is_none_or(|kept| !outcome_unknown(kept)) => {
+                    failure = Some(err);
+                }
+                Err(_) => {}
+            }
+        }
+        failure.map_or(Ok(total), Err)
     }
 
     /// PEXPIRE with a condition; whether the TTL was set.
@@ -541,4 +606,17 @@ impl Redis {
         };
         Ok(SwapOutcome { swapped, current })
     }
+}
+
+/// Whether `err` leaves a write's outcome unknown.
+fn outcome_unknown(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Unavailable {
+            outcome_unknown: true,
+            ..
+        } | Error::DeadlineExceeded {
+            outcome_unknown: true
+        }
+    )
 }

@@ -290,6 +290,8 @@ impl Redis {
     ) -> Result<TransactionOutcome, Error> {
         let encoded = Encoded::encode(&call.namespace, guards, ops);
         let keys = encoded.keys;
+        // All or nothing: one script, so one slot (lock guards included).
+        self.one_slot("ops", &keys)?;
         let reply = self
             .eval(
                 call,

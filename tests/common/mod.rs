@@ -1,13 +1,17 @@
 //! Test fixtures: private `redis-server` processes on free loopback ports (never 6379, never a
 //! Redis the tests did not start), the gateway in-process on 127.0.0.1:0, and typed clients.
 //!
-//! - [`shared_redis`]: one redis-server per test binary, shared by its tests; tests keep apart
-//!   by using [`unique_key`] names.
+//! - [`shared_redis`]: one Redis per test binary, shared by its tests (one redis-server, or a
+//!   cluster of six with `GATEWAY_TEST_REDIS=cluster`); tests keep apart by using
+//!   [`unique_key`] names.
+//! - [`cluster::RedisCluster::start`]: a private Redis Cluster, three primaries and three
+//!   replicas.
 //! - [`RedisServer::start`]: a private one a test may stop and restart (fault tests).
 //! - [`Gateway::start`]: the gateway over a given Redis URL.
 //! - [`process::start_gateway_process`]: the gateway binary as its own process.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod locks;
 pub mod process;
 
@@ -30,6 +34,12 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+/// A hash tag no other test uses, `{<label>:<pid>:<counter>}`: keys that start with it share a
+/// Redis Cluster slot, as calls that are atomic over several keys need.
+pub fn slot_tag(label: &str) -> String {
+    format!("{{{}}}", unique_key(label))
+}
 
 /// A loopback port that was free a moment ago: anything may take it before it is used, so a
 /// caller must check who listens there (as [`RedisServer::start`] does) or, better, bind
@@ -108,6 +118,11 @@ impl RedisServer {
             .as_ref()
             .expect("redis-server is running")
             .id()
+    }
+
+    /// Whether the server process is running (not stopped by [`RedisServer::stop`]).
+    pub fn is_running(&self) -> bool {
+        self.child.lock().unwrap().is_some()
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
@@ -225,16 +240,54 @@ fn server_pid(port: u16) -> Option<u32> {
         .ok()
 }
 
-/// The redis-server shared by the tests of one test binary.
+/// The Redis deployment the shared tests run against: set `GATEWAY_TEST_REDIS=cluster` to run
+/// a test binary's shared-Redis tests against a [`cluster::RedisCluster`] instead of one
+/// redis-server (`make test` runs the behaviour suites both ways).
+pub enum SharedRedis {
+    /// One redis-server.
+    Standalone(RedisServer),
+    /// Three primaries and three replicas.
+    Cluster(cluster::RedisCluster),
+}
+
+impl SharedRedis {
+    /// The URL the gateway is given.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Standalone(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// A direct client, for setting up and checking state.
+    pub async fn client(&self) -> Client {
+        match self {
+            Self::Standalone(server) => server.client().await,
+            Self::Cluster(cluster) => cluster.client().await,
+        }
+    }
+
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+/// The Redis deployment shared by the tests of one test binary (see [`SharedRedis`]).
 ///
 /// It is started from a thread that lives as long as the process, so the parent-death signal
 /// stops it when the test binary exits.
-pub fn shared_redis() -> &'static RedisServer {
-    static SHARED: OnceLock<&'static RedisServer> = OnceLock::new();
+pub fn shared_redis() -> &'static SharedRedis {
+    static SHARED: OnceLock<&'static SharedRedis> = OnceLock::new();
     SHARED.get_or_init(|| {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let server: &'static RedisServer = Box::leak(Box::new(RedisServer::start()));
+            let deployment = match std::env::var("GATEWAY_TEST_REDIS").as_deref() {
+                Ok("cluster") => SharedRedis::Cluster(cluster::RedisCluster::start()),
+                Ok("standalone") | Err(_) => SharedRedis::Standalone(RedisServer::start()),
+                Ok(other) => panic!("GATEWAY_TEST_REDIS={other}: expected standalone or cluster"),
+            };
+            let server: &'static SharedRedis = Box::leak(Box::new(deployment));
             sender.send(server).unwrap();
             loop {
                 std::thread::park();

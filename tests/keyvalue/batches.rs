@@ -6,7 +6,7 @@ use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::ttl_status::State;
 
-use crate::common::unique_key;
+use crate::common::{slot_tag, unique_key};
 use crate::support::{
     assert_expiring, assert_expiring_status, assert_persistent, bytes, create_hash, delete, direct,
     entry, exists, get, get_with, secs, set, set_many, set_many_entries, set_request, set_with_ttl,
@@ -57,8 +57,9 @@ async fn get_many_preserves_order_and_reports_missing_keys() {
 #[tokio::test]
 async fn set_many_writes_every_entry() {
     let (_gateway, mut kv) = start().await;
-    let a = unique_key("sm-a");
-    let b = unique_key("sm-b");
+    // SetMany is atomic: on a cluster its keys must share a slot.
+    let tag = slot_tag("sm");
+    let (a, b) = (format!("{tag}:a"), format!("{tag}:b"));
     set_with_ttl(&mut kv, &b, "old", secs(3600)).await;
     // A key named twice takes its last value.
     let entries = vec![entry(&a, "1"), entry(&b, "2"), entry(&a, "3")];
@@ -74,7 +75,8 @@ async fn set_many_writes_every_entry() {
 #[tokio::test]
 async fn set_many_ttl_applies_to_every_key() {
     let (_gateway, mut kv) = start().await;
-    let keys = [unique_key("sm-ttl"), unique_key("sm-ttl")];
+    let tag = slot_tag("sm-ttl");
+    let keys = [format!("{tag}:1"), format!("{tag}:2")];
     let reply = set_many(&mut kv, &keys, "v", secs(60), false).await;
     assert!(reply.applied);
     for key in &keys {
@@ -85,8 +87,8 @@ async fn set_many_ttl_applies_to_every_key() {
 #[tokio::test]
 async fn set_many_if_none_exist_writes_nothing_when_one_key_exists() {
     let (_gateway, mut kv) = start().await;
-    let fresh = unique_key("nx-fresh");
-    let existing = unique_key("nx-existing");
+    let tag = slot_tag("nx");
+    let (fresh, existing) = (format!("{tag}:fresh"), format!("{tag}:existing"));
     set(&mut kv, &existing, "keep").await;
     let reply = set_many(&mut kv, &[&fresh, &existing], "new", secs(60), true).await;
     assert!(!reply.applied);
@@ -98,7 +100,8 @@ async fn set_many_if_none_exist_writes_nothing_when_one_key_exists() {
 #[tokio::test]
 async fn set_many_if_none_exist_writes_all_when_none_exists() {
     let (_gateway, mut kv) = start().await;
-    let keys = [unique_key("nx-all"), unique_key("nx-all")];
+    let tag = slot_tag("nx-all");
+    let keys = [format!("{tag}:1"), format!("{tag}:2")];
     let entries = keys.iter().map(|key| entry(key, key)).collect();
     let reply = set_many_entries(&mut kv, entries, None, true).await;
     assert!(reply.applied);
@@ -168,8 +171,9 @@ async fn task_result_is_cached_as_json_for_an_hour() {
 #[tokio::test]
 async fn several_keys_are_checked_expired_and_deleted_at_once() {
     let (_gateway, mut kv) = start().await;
-    let keys: Vec<String> = (0..3).map(|_| unique_key("several")).collect();
-    let missing = unique_key("several-missing");
+    let tag = slot_tag("several");
+    let keys: Vec<String> = (0..3).map(|i| format!("{tag}:{i}")).collect();
+    let missing = format!("{tag}:missing");
     assert!(set_many(&mut kv, &keys, "v", None, false).await.applied);
 
     let mut all = keys.clone();

@@ -272,18 +272,36 @@ impl ExpiryWatch {
     /// Turns on expiry notifications and subscribes to them; start it before writing the keys.
     pub async fn start() -> Self {
         let subscriber = direct().await;
-        let _: () = subscriber
-            .custom(
-                fred::cmd!("CONFIG"),
-                vec!["SET", "notify-keyspace-events", "Ex"],
-            )
-            .await
-            .unwrap();
         let events = subscriber.keyspace_event_rx();
-        subscriber
-            .subscribe("__keyevent@0__:expired")
-            .await
-            .unwrap();
+        // Key events are node-local: on a cluster, configure and subscribe on every primary.
+        let primaries = subscriber
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        let nodes: Vec<Option<Server>> = if primaries.is_empty() {
+            vec![None]
+        } else {
+            primaries.into_iter().map(Some).collect()
+        };
+        for node in nodes {
+            let options = Options {
+                cluster_node: node,
+                ..Options::default()
+            };
+            let _: () = subscriber
+                .with_options(&options)
+                .custom(
+                    fred::cmd!("CONFIG"),
+                    vec!["SET", "notify-keyspace-events", "Ex"],
+                )
+                .await
+                .unwrap();
+            subscriber
+                .with_options(&options)
+                .subscribe("__keyevent@0__:expired")
+                .await
+                .unwrap();
+        }
         Self { subscriber, events }
     }
 

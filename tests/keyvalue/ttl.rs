@@ -13,7 +13,7 @@ use redis_gateway::pb::key_value_compare_and_swap_request::Expectation;
 use redis_gateway::pb::key_value_expire_request::Condition;
 use redis_gateway::pb::ttl_status::State;
 
-use crate::common::unique_key;
+use crate::common::{slot_tag, unique_key};
 use crate::support::{
     ExpiryWatch, Kv, assert_expiring, assert_expiring_status, assert_persistent, cas_request,
     create_hash, direct, expire_request, get, get_with, millis, secs, set, set_many, set_with_ttl,
@@ -283,7 +283,9 @@ async fn expire_really_expires() {
 #[tokio::test]
 async fn set_many_ttl_really_expires() {
     let (_gateway, mut kv) = start().await;
-    let lasting = [unique_key("many-lasting"), unique_key("many-lasting")];
+    // SetMany is atomic: on a cluster its keys must share a slot.
+    let tag = slot_tag("many-lasting");
+    let lasting = [format!("{tag}:1"), format!("{tag}:2")];
     assert!(
         set_many(&mut kv, &lasting, "v", secs(60), false)
             .await
@@ -295,7 +297,8 @@ async fn set_many_ttl_really_expires() {
     }
 
     let expiry = ExpiryWatch::start().await;
-    let keys = [unique_key("many-exp"), unique_key("many-exp")];
+    let tag = slot_tag("many-exp");
+    let keys = [format!("{tag}:1"), format!("{tag}:2")];
     assert!(
         set_many(&mut kv, &keys, "v", millis(300), false)
             .await

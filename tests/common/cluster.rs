@@ -1,0 +1,177 @@
+//! A real Redis Cluster for tests: three primaries and three replicas, each a redis-server
+//! child on free loopback ports (client and cluster bus), joined by
+//! `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes` and waited for until
+//! every node reports `cluster_state:ok` and every replica is in sync. Dropping it kills every
+//! node and removes their files, also when a test failed (each node is a [`RedisServer`]).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+
+use super::{RedisServer, free_port};
+
+/// Nodes of the test cluster: primaries first, then one replica each.
+const PRIMARIES: usize = 3;
+
+/// Three primaries and three replicas.
+pub struct RedisCluster {
+    /// Every node; which are primaries changes with failovers (see [`RedisCluster::role`]).
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and waits until it serves every slot with every
+    /// replica in sync.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..PRIMARIES * 2)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create (apt-get install -y redis-tools)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and knows all six, and
+    /// every replica's link to its primary is up.
+    pub fn wait_until_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = self
+                .nodes
+                .iter()
+                .filter(|node| node.is_running())
+                .all(|node| {
+                    let cluster = cli(node.port, &["CLUSTER", "INFO"]);
+                    let replication = cli(node.port, &["INFO", "replication"]);
+                    cluster.contains("cluster_state:ok")
+                        && cluster.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"))
+                });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster was not ready within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis-cluster://` URL naming every node as a seed.
+    pub fn url(&self) -> String {
+        let mut nodes = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port));
+        let first = nodes.next().expect("nodes");
+        let rest: Vec<String> = nodes.map(|node| format!("node={node}")).collect();
+        format!("redis-cluster://{first}?{}", rest.join("&"))
+    }
+
+    /// A direct cluster client, for setting up and checking state.
+    pub async fn client(&self) -> Client {
+        let config = fred::types::config::Config::from_url(&self.url()).expect("cluster URL");
+        let client = Builder::from_config(config)
+            .build()
+            .expect("cluster client");
+        client.init().await.expect("connect to the cluster");
+        client
+    }
+
+    /// The role (`master` or `slave`) node `index` reports.
+    pub fn role(&self, index: usize) -> String {
+        let replication = cli(self.nodes[index].port, &["INFO", "replication"]);
+        replication
+            .lines()
+            .find_map(|line| line.strip_prefix("role:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// The index of the node serving `key`'s slot as primary, as a running node sees it.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let asked = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .expect("a running node");
+        let slot: u16 = cli(asked.port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        // CLUSTER NODES: `<id> <ip:port@bus> <flags> <primary> <ping> <pong> <epoch> <link>
+        // <slot ranges...>`.
+        let nodes = cli(asked.port, &["CLUSTER", "NODES"]);
+        let port = nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|fields| {
+                fields.len() > 8
+                    && fields[2].contains("master")
+                    && !fields[2].contains("fail")
+                    && fields[8..].iter().any(|range| slot_in(range, slot))
+            })
+            .and_then(|fields| {
+                let address = fields[1].split('@').next()?;
+                address.rsplit_once(':')?.1.parse::<u16>().ok()
+            })
+            .expect("a primary serves every slot");
+        self.nodes
+            .iter()
+            .position(|node| node.port == port)
+            .expect("the primary is one of the nodes")
+    }
+}
+
+/// Whether `slot` lies in a CLUSTER NODES slot range such as `0-5460` or `5461`.
+fn slot_in(range: &str, slot: u16) -> bool {
+    match range.split_once('-') {
+        Some((low, high)) => match (low.parse::<u16>(), high.parse::<u16>()) {
+            (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+            _ => false,
+        },
+        None => range.parse::<u16>().ok() == Some(slot),
+    }
+}
+
+/// `redis-cli -p <port> <args>`'s output (empty when it fails).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
