@@ -140,6 +140,10 @@ impl Error {
             return classified;
         }
         let may_have_applied = idempotency == Idempotency::AtMostOnce;
+        // fred refuses keys of several cluster nodes itself, before sending anything.
+        if err.kind() == &ErrorKind::Cluster && err.details().contains("same cluster node") {
+            return Self::invalid(operands.stored, crate::redis::slots::CROSS_SLOT_ADVICE);
+        }
         match err.kind() {
             ErrorKind::Timeout if budget.deadline_bound => Self::DeadlineExceeded {
                 outcome_unknown: may_have_applied,
@@ -199,11 +203,7 @@ impl Error {
             "OOM" => Self::ResourceExhausted(
                 "Redis is out of memory (maxmemory reached); the write was rejected".into(),
             ),
-            "CROSSSLOT" => Self::invalid(
-                operands.stored,
-                "the keys map to different Redis Cluster slots; give them a common hash tag, e.g. \
-                 {user42}:a and {user42}:b",
-            ),
+            "CROSSSLOT" => Self::invalid(operands.stored, crate::redis::slots::CROSS_SLOT_ADVICE),
             "NOPERM" => {
                 tracing::error!(
                     reply = %details,

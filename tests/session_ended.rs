@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, RedisServer, assert_status, duration, shared_redis, unique_key};
+use common::{Gateway, assert_status, duration, shared_redis, unique_key};
 use fred::prelude::*;
 use fred::types::Value;
 use redis_gateway::pb;
@@ -120,7 +120,7 @@ async fn collect(endings: &mut Endings, wanted: usize, quiet: Duration) -> Vec<E
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_ending_is_reported_once_with_its_user_and_reason() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut sessions = sessions(&gateway).await;
     let (mut endings, _) = watch(&mut sessions, "").await;
@@ -192,7 +192,7 @@ async fn every_kind_of_ending_is_reported_once_with_its_user_and_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiry_is_reported_within_the_sweep_bound() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut sessions = sessions(&gateway).await;
     let (mut endings, _) = watch(&mut sessions, "").await;
@@ -218,7 +218,7 @@ async fn an_expiry_is_reported_within_the_sweep_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_replays_missed_endings_in_order_once() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut sessions = sessions(&gateway).await;
     let (mut first, start) = watch(&mut sessions, "").await;
@@ -262,7 +262,7 @@ async fn resume_after_replays_missed_endings_in_order_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_put_each_ending_in_the_stream_once() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let one = Gateway::start(&redis.url(), &[]).await;
     let two = Gateway::start(&redis.url(), &[]).await;
     let mut via_one = sessions(&one).await;
@@ -305,7 +305,7 @@ async fn two_gateways_put_each_ending_in_the_stream_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_leave_the_index_with_nobody_watching() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut sessions = sessions(&gateway).await;
     let user = unique_key("idle-user");
@@ -355,7 +355,7 @@ async fn a_malformed_resume_cursor_is_invalid_argument_naming_the_field() {
 /// whose later deadline left the score alone) means the score may only be lowered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_marked_during_a_sweep_survives_the_settle() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let admin = redis.client().await;
     let script = include_str!("../src/redis/lua/session_due.lua");
     let keys = vec!["__gw:session-due:{due}", "__gw:session-due-gen:{due}"];

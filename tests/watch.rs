@@ -76,7 +76,7 @@ async fn set_with_ttl(kv: &mut Kv, key: &str, ttl: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_key_is_reported_after_subscribed() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
     let prefix = unique_key("watch-basic");
@@ -122,7 +122,7 @@ async fn an_expired_key_is_reported_after_subscribed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscriber_gets_each_expiration_exactly_once() {
     const SUBSCRIBERS: usize = 500;
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
     let key = unique_key("watch-fanout");
@@ -213,10 +213,11 @@ async fn kinds_tell_deleted_and_evicted_apart_from_expired() {
 async fn a_subscriber_that_never_reads_gets_a_gap_and_slows_no_one() {
     // More than the gateway buffers per process (4096), in bursts of 500.
     const KEYS: usize = 12_000;
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
-    let prefix = unique_key("watch-lag");
+    // One slot, so that the setup's MSET and DEL work on a cluster too.
+    let prefix = common::slot_tag("watch-lag");
     let pattern = format!("{prefix}:*");
     let (mut reader, _) = watch(&mut kv, request(&pattern, &[pb::KeyEventKind::Deleted])).await;
     // A client that does not read: its HTTP/2 windows are small, so it soon stops accepting
@@ -331,7 +332,7 @@ async fn a_redis_restart_is_a_gap_and_events_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reconnects_with_resume_after_gets_what_it_missed_once() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
     let prefix = unique_key("watch-resume");
@@ -405,7 +406,7 @@ async fn without_config_and_flags_watching_is_failed_precondition() {
 
 #[tokio::test]
 async fn bad_watch_requests_are_invalid_argument() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
     assert_status(
@@ -479,7 +480,7 @@ async fn flags_left_alone_are_explained_and_picked_up_once_enabled() {
 /// for them, and the gateway stops cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_end_when_the_gateway_drains() {
-    let redis = RedisServer::start();
+    let redis = common::private_redis();
     let gateway = Gateway::start(&redis.url(), &[]).await;
     let mut kv = gateway.kv().await;
     let (mut events, _) = watch(&mut kv, request("", &[])).await;

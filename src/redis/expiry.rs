@@ -42,10 +42,10 @@ use crate::error::{Error, Idempotency};
 
 /// The capped stream of recorded key events.
 pub const EVENTS_KEY: &str = "__gw:expiry:events";
-/// The writer's lease.
-const WRITER_KEY: &str = "__gw:expiry:writer";
+/// The writer's lease (with [`LIVE_KEY`] in one script, so one cluster slot: `{writer}`).
+const WRITER_KEY: &str = "__gw:expiry:{writer}";
 /// Present while a writer is subscribed.
-const LIVE_KEY: &str = "__gw:expiry:live";
+const LIVE_KEY: &str = "__gw:expiry:{writer}:live";
 /// Present while someone watches, and for the resume window after.
 const INTEREST_KEY: &str = "__gw:expiry:interest";
 /// The writer's lease and live flag last this long without renewal.
@@ -440,12 +440,24 @@ impl ExpiryFeed {
                 .wait_for_connect()
                 .await
                 .map_err(|err| Error::Internal(format!("connecting the subscriber: {err}")))?;
-            // The first connection was announced too; it is this one.
-            let _ = connections.try_recv();
-            client
-                .subscribe(channels.clone())
-                .await
-                .map_err(|err| Error::Internal(format!("subscribing to key events: {err}")))
+            // The first connections were announced too (one per primary on a cluster).
+            while connections.try_recv().is_ok() {}
+            // Key events are node-local: on a cluster, subscribe on every primary.
+            let primaries = client
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default();
+            let nodes: Vec<Option<Server>> = if primaries.is_empty() {
+                vec![None]
+            } else {
+                primaries.into_iter().map(Some).collect()
+            };
+            for node in nodes {
+                subscribe_on(&client, node, &channels)
+                    .await
+                    .map_err(|err| Error::Internal(format!("subscribing to key events: {err}")))?;
+            }
+            Ok(())
         };
         if let Err(err) = tokio::time::timeout(timeout, subscribed)
             .await
@@ -503,9 +515,9 @@ impl ExpiryFeed {
                         }
                     }, if appending.is_some() => appending = None,
                     connected = connections.recv() => {
-                        if connected.is_err() {
+                        let Ok(server) = connected else {
                             break;
-                        }
+                        };
                         // A new connection: Redis may have restarted (flags reset) and pub/sub
                         // lost what happened meanwhile. The command pool may still be
                         // reconnecting, so keep trying.
@@ -523,7 +535,10 @@ impl ExpiryFeed {
                                 }
                             }
                         }
-                        if let Err(err) = subscriber.subscribe(channels.clone()).await {
+                        // On a cluster, the node that (re)connected: after a failover, the
+                        // promoted replica.
+                        let node = subscriber.is_clustered().then_some(server);
+                        if let Err(err) = subscribe_on(&subscriber, node, &channels).await {
                             tracing::warn!(error = %err, "resubscribing to key events failed");
                         }
                         feed.append_gap(&redis, "reconnected").await;
@@ -674,6 +689,23 @@ pub fn parse_entries(reply: Value) -> Result<Vec<FeedItem>, Error> {
         }
     }
     Ok(items)
+}
+
+/// Subscribes `client` to `channels` on cluster node `node`, or on its one connection.
+async fn subscribe_on(
+    client: &Client,
+    node: Option<Server>,
+    channels: &[String],
+) -> Result<(), fred::error::Error> {
+    match node {
+        Some(node) => {
+            client
+                .with_cluster_node(node)
+                .subscribe(channels.to_vec())
+                .await
+        }
+        None => client.subscribe(channels.to_vec()).await,
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Routes a command whose key is not its first argument (XREAD, XINFO) to `key`'s node.
+fn slot_of_key(key: &str) -> fred::types::ClusterHash {
+    fred::types::ClusterHash::Custom(super::slots::slot_of(key.as_bytes()))
+}
+
 /// A dedicated connection (pub/sub or blocking reads), reconnecting forever, whose event
 /// channels buffer `events` messages.
 pub fn dedicated_client(
@@ -313,7 +318,7 @@ impl<T: StreamEntry> StreamFanout<T> {
         let reply: Value = tokio::time::timeout(
             READ_BLOCK + timeout,
             client.custom(
-                fred::cmd!("XREAD"),
+                fred::cmd!("XREAD", hash: slot_of_key(self.key)),
                 vec![
                     "COUNT", &count, "BLOCK", &block, "STREAMS", self.key, &after,
                 ],
@@ -377,7 +382,10 @@ impl<T: StreamEntry> StreamFanout<T> {
         let reply = redis
             .run(call, Idempotency::Idempotent, |client| async move {
                 client
-                    .custom::<Value, _>(fred::cmd!("XINFO"), vec!["STREAM", key])
+                    .custom::<Value, _>(
+                        fred::cmd!("XINFO", hash: slot_of_key(key)),
+                        vec!["STREAM", key],
+                    )
                     .await
             })
             .await;

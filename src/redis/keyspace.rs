@@ -7,7 +7,7 @@
 use fred::prelude::*;
 use fred::types::Value;
 
-use super::{Call, Namespace, Redis};
+use super::{Call, Namespace, Redis, on_node};
 use crate::error::{Error, Idempotency};
 
 /// The flags the expiry stream needs.
@@ -50,13 +50,46 @@ impl Redis {
     /// adds them with CONFIG SET. Never fails: an unreachable Redis or a refused CONFIG is
     /// reported as [`KeyspaceEvents::Unavailable`] (with the reason) or, when only reading is
     /// refused and nothing may be changed, assumed ready.
+    ///
+    /// Key events are node-local: on a cluster every primary is checked (and configured), and
+    /// the first that is not ready answers for all.
     pub async fn ensure_keyspace_events(&self, configure: bool) -> Result<KeyspaceEvents, Error> {
+        if !self.clustered() {
+            return self.ensure_keyspace_events_on(None, configure).await;
+        }
+        let primaries = self.primaries();
+        if primaries.is_empty() {
+            return Err(Error::redis_unreachable());
+        }
+        for primary in &primaries {
+            let state = self
+                .ensure_keyspace_events_on(Some(primary), configure)
+                .await?;
+            if state != KeyspaceEvents::Ready {
+                return Ok(state);
+            }
+        }
+        Ok(KeyspaceEvents::Ready)
+    }
+
+    /// [`Redis::ensure_keyspace_events`] on one node (the pool's choice when `None`).
+    async fn ensure_keyspace_events_on(
+        &self,
+        node: Option<&Server>,
+        configure: bool,
+    ) -> Result<KeyspaceEvents, Error> {
         let call = Call::new(None, self.command_timeout(), Namespace::default());
         let current = self
-            .run(&call, Idempotency::Idempotent, |client| async move {
-                client
-                    .custom::<Value, _>(fred::cmd!("CONFIG"), vec!["GET", "notify-keyspace-events"])
-                    .await
+            .run(&call, Idempotency::Idempotent, |client| {
+                let client = on_node(client, node);
+                async move {
+                    client
+                        .custom::<Value, _>(
+                            fred::cmd!("CONFIG"),
+                            vec!["GET", "notify-keyspace-events"],
+                        )
+                        .await
+                }
             })
             .await;
         let current = match current {
@@ -96,6 +129,7 @@ impl Redis {
         let set = self
             .run(&call, Idempotency::Idempotent, |client| {
                 let merged = merged.clone();
+                let client = on_node(client, node);
                 async move {
                     client
                         .custom::<Value, _>(
@@ -112,7 +146,7 @@ impl Redis {
             .await;
         match set {
             Ok(_) => {
-                tracing::info!(was = %current, now = %merged, "enabled the keyspace events the expiry stream needs");
+                tracing::info!(was = %current, now = %merged, ?node, "enabled the keyspace events the expiry stream needs");
                 Ok(KeyspaceEvents::Ready)
             }
             Err(err @ (Error::Unavailable { .. } | Error::DeadlineExceeded { .. })) => Err(err),

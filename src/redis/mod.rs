@@ -524,6 +524,20 @@ fn run_script(
     }
 }
 
+/// `client` (with the call's options) sent to `node` when one is given: a cluster command
+/// that must reach a given node (SCAN, CONFIG, a subscription). One merged set of options:
+/// nested `WithOptions` would let the inner ones reset the node.
+pub(crate) fn on_node(client: WithOptions<Client>, node: Option<&Server>) -> WithOptions<Client> {
+    match node {
+        Some(node) => {
+            let mut options = client.options().clone();
+            options.cluster_node = Some(node.clone());
+            (*client).with_options(&options)
+        }
+        None => client,
+    }
+}
+
 /// Failures after which an idempotent read may be sent again.
 fn is_retryable(err: &RedisError) -> bool {
     matches!(

@@ -9,7 +9,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use super::hashes::collect_field_pairs;
-use super::{Call, Redis, reply_array};
+use super::{Call, Redis, on_node, reply_array};
 use crate::error::{Error, Idempotency};
 
 /// Smallest COUNT hint sent with each step.
@@ -202,22 +202,14 @@ impl<T> Scan<T> {
             .redis
             .run(&self.call, Idempotency::Idempotent, |client| {
                 let (args, route) = (args.clone(), route.clone());
-                let node = node.cloned();
+                let client = on_node(client, node);
                 async move {
-                    let command = CustomCommand::new_static(command, route, false);
-                    match node {
-                        Some(node) => {
-                            // The call's options (timeout, attempts) and the node together:
-                            // nested `WithOptions` would let the inner ones reset the node.
-                            let mut options = client.options().clone();
-                            options.cluster_node = Some(node);
-                            (*client)
-                                .with_options(&options)
-                                .custom::<Value, Value>(command, args)
-                                .await
-                        }
-                        None => client.custom::<Value, Value>(command, args).await,
-                    }
+                    client
+                        .custom::<Value, Value>(
+                            CustomCommand::new_static(command, route, false),
+                            args,
+                        )
+                        .await
                 }
             })
             .await?;

@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::Value;
+use fred::types::{ClusterHash, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::SessionBucket;
 use super::locks::random_id;
 use super::scripts::{EXPIRY_WRITER, SESSION, SESSION_DUE, SESSION_ENDINGS_APPEND};
 use super::session_endings::ENDINGS_KEY;
-use super::{Call, Namespace, Redis, reply_array, reply_i64};
+use super::{Call, Namespace, Redis, on_node, reply_array, reply_i64};
 use crate::error::{Error, Idempotency};
 
 /// The due index: bucket index keys by when they next need a sweep.
@@ -290,38 +290,51 @@ fn member_namespace(bucket: &SessionBucket) -> String {
     bucket.namespace.prefix().to_owned()
 }
 
-/// Every key matching `pattern` (SCAN; the node the pool's next connection talks to).
+/// Every key matching `pattern` (SCAN, on every primary of a cluster).
 async fn scan(redis: &Redis, call: &Call, pattern: &str) -> Result<Vec<String>, Error> {
+    let primaries = redis.primaries();
+    let nodes: Vec<Option<&Server>> = if redis.clustered() {
+        if primaries.is_empty() {
+            return Err(Error::redis_unreachable());
+        }
+        primaries.iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
     let mut found = Vec::new();
-    let mut cursor = "0".to_owned();
-    loop {
-        let reply: Value = redis
-            .run(call, Idempotency::Idempotent, |client| {
-                let cursor = cursor.clone();
-                async move {
-                    client
-                        .custom(
-                            fred::cmd!("SCAN"),
-                            vec![cursor.as_str(), "MATCH", pattern, "COUNT", "1000"],
-                        )
-                        .await
-                }
-            })
-            .await?;
-        let mut parts = reply_array(reply)?.into_iter();
-        let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
-            return Err(Error::Internal("SCAN replied without a cursor".into()));
-        };
-        found.extend(
-            reply_array(keys)?
-                .into_iter()
-                .filter_map(Value::into_string),
-        );
-        cursor = next.into_string().unwrap_or_default();
-        if cursor == "0" || cursor.is_empty() {
-            return Ok(found);
+    for node in nodes {
+        let mut cursor = "0".to_owned();
+        loop {
+            let reply: Value = redis
+                .run(call, Idempotency::Idempotent, |client| {
+                    let cursor = cursor.clone();
+                    let client = on_node(client, node);
+                    async move {
+                        client
+                            .custom(
+                                fred::cmd!("SCAN", hash: ClusterHash::Random),
+                                vec![cursor.as_str(), "MATCH", pattern, "COUNT", "1000"],
+                            )
+                            .await
+                    }
+                })
+                .await?;
+            let mut parts = reply_array(reply)?.into_iter();
+            let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
+                return Err(Error::Internal("SCAN replied without a cursor".into()));
+            };
+            found.extend(
+                reply_array(keys)?
+                    .into_iter()
+                    .filter_map(Value::into_string),
+            );
+            cursor = next.into_string().unwrap_or_default();
+            if cursor == "0" || cursor.is_empty() {
+                break;
+            }
         }
     }
+    Ok(found)
 }
 
 /// Whether some bucket is due at `now`.

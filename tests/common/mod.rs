@@ -243,14 +243,14 @@ fn server_pid(port: u16) -> Option<u32> {
 /// The Redis deployment the shared tests run against: set `GATEWAY_TEST_REDIS=cluster` to run
 /// a test binary's shared-Redis tests against a [`cluster::RedisCluster`] instead of one
 /// redis-server (`make test` runs the behaviour suites both ways).
-pub enum SharedRedis {
+pub enum Deployment {
     /// One redis-server.
     Standalone(RedisServer),
     /// Three primaries and three replicas.
     Cluster(cluster::RedisCluster),
 }
 
-impl SharedRedis {
+impl Deployment {
     /// The URL the gateway is given.
     pub fn url(&self) -> String {
         match self {
@@ -273,21 +273,31 @@ impl SharedRedis {
     }
 }
 
-/// The Redis deployment shared by the tests of one test binary (see [`SharedRedis`]).
+/// A private Redis deployment for one test, of the kind `GATEWAY_TEST_REDIS` names (see
+/// [`Deployment`]): for tests that need their own Redis but nothing a cluster lacks (restarts,
+/// server flags and the like use [`RedisServer`]).
+pub fn private_redis() -> Deployment {
+    match std::env::var("GATEWAY_TEST_REDIS").as_deref() {
+        Ok("cluster") => Deployment::Cluster(cluster::RedisCluster::start()),
+        _ => Deployment::Standalone(RedisServer::start()),
+    }
+}
+
+/// The Redis deployment shared by the tests of one test binary (see [`Deployment`]).
 ///
 /// It is started from a thread that lives as long as the process, so the parent-death signal
 /// stops it when the test binary exits.
-pub fn shared_redis() -> &'static SharedRedis {
-    static SHARED: OnceLock<&'static SharedRedis> = OnceLock::new();
+pub fn shared_redis() -> &'static Deployment {
+    static SHARED: OnceLock<&'static Deployment> = OnceLock::new();
     SHARED.get_or_init(|| {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let deployment = match std::env::var("GATEWAY_TEST_REDIS").as_deref() {
-                Ok("cluster") => SharedRedis::Cluster(cluster::RedisCluster::start()),
-                Ok("standalone") | Err(_) => SharedRedis::Standalone(RedisServer::start()),
+                Ok("cluster") => Deployment::Cluster(cluster::RedisCluster::start()),
+                Ok("standalone") | Err(_) => Deployment::Standalone(RedisServer::start()),
                 Ok(other) => panic!("GATEWAY_TEST_REDIS={other}: expected standalone or cluster"),
             };
-            let server: &'static SharedRedis = Box::leak(Box::new(deployment));
+            let server: &'static Deployment = Box::leak(Box::new(deployment));
             sender.send(server).unwrap();
             loop {
                 std::thread::park();

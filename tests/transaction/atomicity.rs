@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use fred::prelude::*;
 use tonic::Code;
 
-use crate::common::unique_key;
+use crate::support::unique_key;
 use crate::support::{
     assert_ops_fail, direct, hash_of, hdel, hincrby, hset, incrby, put_counter_and_field, put_hash,
     put_string, set, start, string_of,

@@ -6,7 +6,7 @@ use redis_gateway::pb;
 use redis_gateway::pb::transaction_operation::{self as op, Op};
 use tonic::Code;
 
-use crate::common::unique_key;
+use crate::common::{shared_redis, unique_key};
 use crate::support::{
     Kv, absent, assert_status, at_least, commit, direct, exists, get, hdel, hincrby, hset, run,
     set, start_with,
@@ -89,4 +89,29 @@ async fn transaction_bad_input_is_invalid_argument_naming_the_field() {
     let got = get(&mut kv, &key).await;
     assert!(got.found);
     assert_eq!(got.value, "ok");
+}
+
+#[tokio::test]
+async fn keys_in_different_cluster_slots_are_refused_with_hash_tag_advice() {
+    let (_gateway, mut kv) = start_with(&[]).await;
+    // Hash tags `a` and `b`: two different slots.
+    let (a, b) = (
+        format!("{{a}}:{}", unique_key("txs")),
+        format!("{{b}}:{}", unique_key("txs")),
+    );
+    assert_ne!(
+        fred::util::redis_keyslot(a.as_bytes()),
+        fred::util::redis_keyslot(b.as_bytes())
+    );
+    let outcome = run(&mut kv, vec![], vec![set(&a, "1"), set(&b, "2")]).await;
+    if shared_redis().is_cluster() {
+        let status = outcome.expect_err("keys across slots cannot be one atomic step");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("ops:") && status.message().contains("hash tag"),
+            "{status:?}"
+        );
+    } else {
+        assert!(outcome.expect("a single Redis has one keyspace").committed);
+    }
 }

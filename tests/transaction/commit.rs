@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use fred::prelude::*;
 use tonic::Code;
 
-use crate::common::unique_key;
+use crate::support::unique_key;
 use crate::support::{
     assert_ops_fail, commit, delete, direct, expire, hash_of, hdel, hincrby, hset, incrby,
     put_hash, put_string, secs, set, set_ttl, start, start_with, string_of,

@@ -3,7 +3,7 @@
 
 use tonic::Code;
 
-use crate::common::unique_key;
+use crate::support::unique_key;
 use crate::support::{
     assert_status, commit, direct, hincrby, incrby, put_counter_and_field, put_hash, put_string,
     run, start, string_of,

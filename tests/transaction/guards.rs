@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use fred::prelude::*;
 use redis_gateway::pb;
 
-use crate::common::unique_key;
+use crate::support::unique_key;
 use crate::support::{
     Kv, absent, at_least, at_most, commit, delete, direct, exists, expire, hash_field_equals,
     hash_of, hincrby, incrby, put_hash, put_string, run, set, start, string_of, value_equals,

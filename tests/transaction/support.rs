@@ -28,6 +28,13 @@ pub async fn direct() -> Client {
     shared_redis().client().await
 }
 
+/// A key no other test uses, in the one Redis Cluster slot of the hash tag `{tx}`: a
+/// transaction is atomic, so on a cluster all its keys must share a slot. (Refusing keys
+/// across slots is tested on its own, in `bad_input`.)
+pub fn unique_key(label: &str) -> String {
+    format!("{{tx}}:{}", crate::common::unique_key(label))
+}
+
 /// The UTF-8 bytes of `text`.
 pub fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
