@@ -272,11 +272,12 @@ impl Config {
             ));
         }
         if let Some(url) = &self.redis_url {
-            if !url.starts_with("redis://") && !url.starts_with("redis-cluster://") {
+            let schemes = ["redis://", "redis-cluster://", "redis-sentinel://"];
+            if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
                 return Err(ConfigError::new(
                     "--redis-url / REDIS_URL",
-                    "must be a redis:// or redis-cluster:// URL (TLS and Sentinel URLs are not \
-                     supported yet)",
+                    "must be a redis://, redis-cluster:// or redis-sentinel:// URL (TLS to Redis \
+                     is not supported yet)",
                 ));
             }
             fred::types::config::Config::from_url(url).map_err(|err| {
@@ -656,5 +657,22 @@ mod tests {
         ]);
         let err = config.validate().unwrap_err();
         assert!(err.setting.contains("GATEWAY_EMBEDDED_REDIS"));
+    }
+
+    #[test]
+    fn standalone_cluster_and_sentinel_urls_are_accepted_and_tls_is_refused_by_name() {
+        let with_url = |url: &str| Config::parse_from(["redis-gateway", "--redis-url", url]);
+        for url in [
+            "redis://h:1/0",
+            "redis-cluster://h1:1?node=h2:2&node=h3:3",
+            "redis-sentinel://s1:26379/0?sentinelServiceName=main&node=s2:26379",
+        ] {
+            assert!(with_url(url).validate().is_ok(), "{url}");
+        }
+        let err = with_url("rediss://h:1").validate().unwrap_err();
+        assert!(
+            err.setting.contains("REDIS_URL") && err.reason.contains("TLS"),
+            "{err}"
+        );
     }
 }

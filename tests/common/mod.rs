@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod locks;
 pub mod process;
+pub mod sentinel;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -185,14 +186,7 @@ fn spawn_redis_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Res
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: prctl is async-signal-safe. The server dies with the thread that started it
-    // (at the latest when the test process exits), so no redis-server outlives the tests.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
+    die_with_parent(&mut command);
     let mut child = command.spawn().expect(
         "cannot start redis-server: install it (apt-get install -y redis-server) or run `make test`",
     );
@@ -216,6 +210,18 @@ fn spawn_redis_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Res
     let _ = child.kill();
     let _ = child.wait();
     Err(failure)
+}
+
+/// Makes the child die with the thread that started it (at the latest when the test process
+/// exits), so that no redis-server outlives the tests.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// The `process_id` that the redis-server on `port` reports in `INFO server`, or `None` when
