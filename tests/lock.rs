@@ -614,11 +614,7 @@ async fn lock_keys_are_internal_and_any_name_works() {
     }
     let name = format!("{prefix}-held");
     let granted = acquire(&mut locks, &name, Duration::from_secs(5), Duration::ZERO).await;
-    let redis = shared_redis().client().await;
-    let keys: Vec<String> = redis
-        .custom(fred::cmd!("KEYS"), vec![format!("__gw:lock:*{name}")])
-        .await
-        .unwrap();
+    let keys = shared_redis().keys(&format!("__gw:lock:*{name}")).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
         keys[0].contains(&granted.hash_tag),

@@ -101,6 +101,11 @@ struct Links {
     epoch: Instant,
     /// Round-robin position.
     next: AtomicUsize,
+    /// Whether a connection error sidelines the whole pooled client: on a single Redis (or the
+    /// primary Sentinel names) it does. A cluster client talks to every primary, and an error
+    /// concerns one node: fred fails that node's commands fast by itself (`fail_fast`), while
+    /// the other shards keep serving.
+    client_wide_failures: bool,
 }
 
 /// After this long, fred's own connection state is trusted again over an error event (the
@@ -132,9 +137,14 @@ impl Links {
                 event = errors.recv() => match event {
                     Ok((error, server)) => {
                         tracing::debug!(%error, ?server, "Redis connection error");
-                        self.mark_failed(index);
+                        if self.client_wide_failures {
+                            self.mark_failed(index);
+                        }
                     }
-                    Err(RecvError::Lagged(_)) => self.mark_failed(index),
+                    Err(RecvError::Lagged(_)) if self.client_wide_failures => {
+                        self.mark_failed(index)
+                    }
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
                 event = connects.recv() => match event {
@@ -164,6 +174,12 @@ impl Links {
     }
 
     fn usable(&self, index: usize, client: &Client) -> bool {
+        // A cluster client reports itself disconnected while any one node reconnects; its
+        // commands to the nodes that are up still work, and those to a node that is down fail
+        // fast in fred (`fail_fast`).
+        if !self.client_wide_failures {
+            return true;
+        }
         if !client.is_connected() {
             return false;
         }
@@ -254,6 +270,7 @@ impl Redis {
                 .map(|_| watch::Sender::new(0))
                 .collect(),
             epoch: Instant::now(),
+            client_wide_failures: !clustered,
             next: AtomicUsize::new(0),
         });
         // Subscribed here, before connecting, so that no connection event goes unseen.

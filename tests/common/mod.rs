@@ -277,6 +277,32 @@ impl Deployment {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
+
+    /// Every key matching `pattern` (KEYS, on every primary of a cluster).
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let client = self.client().await;
+        let primaries = client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        if primaries.is_empty() {
+            let keys: Vec<String> = client
+                .custom(fred::cmd!("KEYS"), vec![pattern])
+                .await
+                .expect("KEYS");
+            found.extend(keys);
+        }
+        for primary in primaries {
+            let keys: Vec<String> = client
+                .with_cluster_node(primary)
+                .custom(fred::cmd!("KEYS"), vec![pattern])
+                .await
+                .expect("KEYS");
+            found.extend(keys);
+        }
+        found
+    }
 }
 
 /// A private Redis deployment for one test, of the kind `GATEWAY_TEST_REDIS` names (see
