@@ -991,3 +991,121 @@ async fn a_second_gateway_on_a_served_address_is_refused_and_a_restart_is_not() 
         .await
         .expect("the restarted gateway serves on the same address");
 }
+
+/// SIGTERM under a steady load: every call the gateway accepted completes (each acknowledged
+/// write is in Redis), calls after the listener closed are refused rather than cut off, a Hold
+/// stream's lock is released, and the process exits 0 within the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_steady_load_loses_no_accepted_call() {
+    use redis_gateway::pb::lock_client::LockClient;
+    use std::sync::{Arc, Mutex};
+    let redis = RedisServer::start();
+    let admin = redis.client().await;
+    let mut gateway = start_gateway_process(
+        &["--redis-url", &redis.url(), "--drain-timeout", "10s"],
+        &[],
+    )
+    .await;
+    let prefix = unique_key("drain-load");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let mut kv = KeyValueClient::new(connect(gateway.addr.port()).await);
+        let (prefix, acknowledged, failures) =
+            (prefix.clone(), acknowledged.clone(), failures.clone());
+        writers.push(tokio::spawn(async move {
+            let mut consecutive_failures = 0;
+            for index in 0.. {
+                let key = format!("{prefix}:{writer}:{index}");
+                let request = pb::KeyValueSetRequest {
+                    key: key.clone(),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                };
+                match kv.set(request).await {
+                    Ok(_) => {
+                        consecutive_failures = 0;
+                        acknowledged.lock().unwrap().push(key);
+                    }
+                    Err(status) => {
+                        failures.lock().unwrap().push((key, status));
+                        consecutive_failures += 1;
+                        if consecutive_failures == 3 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut locks = LockClient::new(connect(gateway.addr.port()).await);
+    let name = unique_key("drain-hold");
+    let mut hold = locks
+        .hold(pb::LockHoldRequest {
+            name: name.clone(),
+            ttl: Some(common::duration(Duration::from_secs(60))),
+            ..Default::default()
+        })
+        .await
+        .expect("Hold")
+        .into_inner();
+    hold.message().await.expect("stream").expect("acquired");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = acknowledged.lock().unwrap().len();
+    assert!(before > 0, "the load is running");
+
+    sigterm(&gateway.child);
+    let signalled = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(12), gateway.child.wait())
+        .await
+        .expect("the gateway exits within the drain timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    let exited = signalled.elapsed();
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("writers notice the gateway is gone")
+            .unwrap();
+    }
+
+    // Every acknowledged write is in Redis.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    for chunk in acknowledged.chunks(500) {
+        let found: i64 = admin.exists(chunk.to_vec()).await.unwrap();
+        assert_eq!(
+            found,
+            chunk.len() as i64,
+            "an acknowledged write is missing"
+        );
+    }
+    // A call either completed or was refused before the gateway took it (its stream after
+    // the drain's GOAWAY, or its connection closed): never cut off inside, so no failed call
+    // was applied.
+    let failures = failures.lock().unwrap().clone();
+    for (key, status) in failures.iter() {
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::Cancelled),
+            "{status:?}"
+        );
+        let applied: i64 = admin.exists(key).await.unwrap();
+        assert_eq!(
+            applied, 0,
+            "{key} was written but its call failed: {status:?}"
+        );
+    }
+    // The held lock was released, not left to expire.
+    let lock_keys: Vec<String> = admin
+        .custom(fred::cmd!("KEYS"), vec![format!("__gw:lock:*{name}")])
+        .await
+        .unwrap();
+    assert!(lock_keys.is_empty(), "{lock_keys:?}");
+    println!(
+        "drain under load: {} writes acknowledged ({} after SIGTERM), {} refused, exited {exited:?} after SIGTERM",
+        acknowledged.len(),
+        acknowledged.len() - before,
+        failures.len()
+    );
+}
