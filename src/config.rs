@@ -207,6 +207,16 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_SESSION_ABSOLUTE_TIMEOUT", value_parser = parse_duration)]
     pub session_absolute_timeout: Option<Duration>,
 
+    /// How many replicas must confirm a lock acquisition before it is granted: `auto` (one,
+    /// whenever the primary has a replica connected), or a count (0: never wait).
+    #[arg(long, env = "GATEWAY_LOCK_REPLICA_ACKS", default_value = "auto")]
+    pub lock_replica_acks: crate::redis::lock_sync::ReplicaAcks,
+
+    /// Longest wait for those replicas; an acquisition they do not confirm in time is released
+    /// again and refused (UNAVAILABLE).
+    #[arg(long, env = "GATEWAY_LOCK_REPLICA_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub lock_replica_timeout: Duration,
+
     /// Most entries of the near cache (KeyValue reads served from the gateway's memory, kept
     /// coherent by Redis client tracking); 0 turns it off.
     #[arg(
@@ -494,6 +504,8 @@ impl std::fmt::Debug for Config {
                 &self.no_configure_keyspace_events,
             )
             .field("expiry_retention", &self.expiry_retention)
+            .field("lock_replica_acks", &self.lock_replica_acks)
+            .field("lock_replica_timeout", &self.lock_replica_timeout)
             .field("near_cache_max_entries", &self.near_cache_max_entries)
             .field("near_cache_max_bytes", &self.near_cache_max_bytes)
             .field("near_cache_max_age", &self.near_cache_max_age)

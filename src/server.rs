@@ -322,6 +322,7 @@ async fn serve_all(
             config.connections_per_runtime(),
             shared.redis_stats.clone(),
             shared.near_cache.clone(),
+            shared.lock_sync.clone(),
         ) => redis,
         () = shutdown.cancelled() => Err(Error::ShuttingDown),
     };
@@ -342,6 +343,18 @@ async fn serve_all(
         config.redis_connect_timeout,
         shutdown.clone(),
     ));
+    // Replica-confirmed locks: their connection and the primary's replica count.
+    let lock_sync = shared.lock_sync.clone();
+    let (sync_config, sync_timeout, sync_shutdown) = (
+        fred_config.clone(),
+        config.redis_connect_timeout,
+        shutdown.clone(),
+    );
+    shared.tasks.spawn(async move {
+        lock_sync
+            .run(sync_config, sync_timeout, sync_shutdown)
+            .await
+    });
     // The near cache's tracking connection (returns at once when the cache is off).
     shared.tasks.spawn(shared.near_cache.clone().run(
         fred_config.clone(),
@@ -453,6 +466,7 @@ impl<H: HealthApi> Worker<H> {
                     connections,
                     self.shared.redis_stats.clone(),
                     self.shared.near_cache.clone(),
+                    self.shared.lock_sync.clone(),
                 ) => redis?,
                 () = shutdown.cancelled() => return Ok(()),
             };

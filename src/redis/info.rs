@@ -14,7 +14,7 @@ use fred::prelude::*;
 use fred::types::config::{Server, ServerConfig};
 use fred::types::{ClusterHash, CustomCommand};
 
-use super::{Call, Redis};
+use super::{Call, Redis, on_node};
 use crate::error::{Error, Idempotency};
 
 /// Fields by name, as one INFO section lists them.
@@ -292,9 +292,38 @@ fn describe(server: &Server) -> String {
 
 impl Redis {
     /// INFO with `sections` (none: Redis's default sections) from every node the gateway
-    /// serves from: one node for now, the one the command went to. Section names are passed
+    /// serves from: each primary of a cluster, else the one server. Section names are passed
     /// as given; the caller validates them.
     pub async fn info(&self, call: &Call, sections: &[&str]) -> Result<Vec<NodeInfo>, Error> {
+        if self.clustered() {
+            let primaries = self.primaries();
+            if primaries.is_empty() {
+                return Err(Error::redis_unreachable());
+            }
+            let mut nodes = Vec::with_capacity(primaries.len());
+            for primary in &primaries {
+                let text = self
+                    .run(call, Idempotency::Idempotent, |client| {
+                        let args: Vec<String> =
+                            sections.iter().map(|&name| name.to_owned()).collect();
+                        let client = on_node(client, Some(primary));
+                        async move {
+                            client
+                                .custom::<String, _>(
+                                    CustomCommand::new_static("INFO", ClusterHash::Random, false),
+                                    args,
+                                )
+                                .await
+                        }
+                    })
+                    .await?;
+                nodes.push(NodeInfo {
+                    address: describe(primary),
+                    info: Info::parse(&text),
+                });
+            }
+            return Ok(nodes);
+        }
         let configured = self.configured_address();
         let (address, text) = self
             .run(call, Idempotency::Idempotent, |client| {

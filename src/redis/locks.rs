@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use fred::types::Value;
 
+use std::sync::atomic::Ordering;
+
+use fred::interfaces::ClientLike as _;
+
 use super::keys::LockKeys;
+use super::lock_sync::unconfirmed;
 use super::scripts::LOCK;
-use super::{Call, Redis, reply_array, reply_i64};
+use super::{Call, Redis, reply_array, reply_i64, run_script};
 use crate::error::{Error, Idempotency};
 
 /// The pub/sub channel on which a release names the waiter to wake. One per Redis deployment
@@ -117,14 +122,54 @@ impl Redis {
             Value::from(WAITER_LEASE.as_millis().to_string()),
             Value::from(LOCK_WAKE_CHANNEL),
         ];
-        let reply = self
-            .eval(call, Idempotency::AtMostOnce, &LOCK, keys(lock), args)
-            .await?;
+        let required = self.lock_sync().required();
+        let (reply, acked) = match self.lock_sync().client().filter(|_| required > 0) {
+            None => {
+                let reply = self
+                    .eval(call, Idempotency::AtMostOnce, &LOCK, keys(lock), args)
+                    .await?;
+                (reply, None)
+            }
+            // The script and WAIT on one dedicated connection: WAIT counts the replicas that
+            // have every write this connection made, the grant included.
+            Some(client) => {
+                let wait_ms = self.lock_sync().timeout().as_millis().max(1).to_string();
+                let default_timeout = self.command_timeout();
+                self.run_on(client, call, Idempotency::AtMostOnce, |client| async move {
+                    let reply =
+                        run_script(client.clone(), &LOCK, keys(lock), args, default_timeout)
+                            .await?;
+                    let granted = matches!(&reply, Value::Array(items)
+                        if items.first().and_then(Value::as_i64) == Some(1));
+                    if !granted {
+                        return Ok((reply, None));
+                    }
+                    let acked: i64 = client
+                        .custom(fred::cmd!("WAIT"), vec![required.to_string(), wait_ms])
+                        .await?;
+                    Ok((reply, Some(acked)))
+                })
+                .await?
+            }
+        };
         let mut items = reply_array(reply)?.into_iter();
         let (Some(acquired), Some(detail)) = (items.next(), items.next()) else {
             return Err(Error::Internal("lock script sent a short reply".into()));
         };
         if reply_i64(acquired)? == 1 {
+            if let Some(acked) = acked
+                && acked < i64::from(required)
+            {
+                // Not on enough replicas: a failover now could grant it again. Undo it.
+                self.lock_sync().undone.fetch_add(1, Ordering::Relaxed);
+                let released = self.lock_release(call, lock, request.token).await;
+                return Err(unconfirmed(
+                    acked,
+                    required,
+                    self.lock_sync().timeout(),
+                    released.is_ok(),
+                ));
+            }
             let expires = items
                 .next()
                 .ok_or_else(|| Error::Internal("lock script sent no expiry".into()))?;

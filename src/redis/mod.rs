@@ -16,6 +16,9 @@
 //!   [`session_endings`]: the feed behind Session.WatchEnded, filled by [`session_sweeper`]
 //!   (an index of deadlines and explicit endings, swept by one elected process into a capped
 //!   stream).
+//! - [`near_cache`]: KeyValue reads served from memory, kept coherent by client tracking;
+//!   [`lock_sync`]: lock acquisitions confirmed by a replica (WAIT) before they are granted;
+//!   [`slots`]: Redis Cluster slots (which multi-key calls are split, which refused).
 //! - [`info`]: INFO per node, parsed into sections and typed views (Monitor).
 //! - [`stats`]: failed commands by kind, reconnects and pool state, for the whole process.
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
@@ -33,6 +36,7 @@ pub mod hashes;
 pub mod info;
 pub mod keys;
 pub mod keyspace;
+pub mod lock_sync;
 pub mod locks;
 pub mod near_cache;
 pub mod scan;
@@ -63,6 +67,7 @@ use crate::config::Config;
 use crate::error::{Error, Idempotency};
 pub use call::{Budget, Call, Operands};
 pub use keys::Namespace;
+pub use lock_sync::LockSync;
 pub use near_cache::NearCache;
 pub use scripts::Script;
 use stats::CommandErrorKind;
@@ -85,6 +90,8 @@ pub struct Redis {
     near_cache: Arc<NearCache>,
     /// Whether Redis is a cluster (multi-key commands must stay within one slot).
     clustered: bool,
+    /// Replica-confirmed lock acquisitions (the process's dedicated connection).
+    lock_sync: Arc<LockSync>,
 }
 
 /// fred reports a client as connected until its first reconnect attempt starts, and commands
@@ -241,6 +248,7 @@ impl Redis {
         connections: usize,
         stats: Arc<RedisStats>,
         near_cache: Arc<NearCache>,
+        lock_sync: Arc<LockSync>,
     ) -> Result<Self, Error> {
         let connect_timeout = config.redis_connect_timeout;
         let clustered = fred.server.is_clustered();
@@ -302,7 +310,51 @@ impl Redis {
             stats,
             near_cache,
             clustered,
+            lock_sync,
         })
+    }
+
+    /// The process's replica-confirmed lock acquisitions.
+    pub fn lock_sync(&self) -> &LockSync {
+        &self.lock_sync
+    }
+
+    /// Runs one command built by `command` on `client` (a dedicated connection, not the
+    /// pool) within the call's budget; sent once.
+    pub(crate) async fn run_on<R, F, Fut>(
+        &self,
+        client: &Client,
+        call: &Call,
+        idempotency: Idempotency,
+        command: F,
+    ) -> Result<R, Error>
+    where
+        F: FnOnce(WithOptions<Client>) -> Fut,
+        Fut: Future<Output = Result<R, RedisError>>,
+    {
+        let budget = call.budget();
+        if budget.timeout.is_zero() {
+            self.stats.command_failed(CommandErrorKind::Timeout);
+            return Err(Error::DeadlineExceeded {
+                outcome_unknown: false,
+            });
+        }
+        let options = Options {
+            timeout: Some(budget.timeout),
+            max_attempts: Some(1),
+            fail_fast: true,
+            ..Options::default()
+        };
+        match Box::pin(command(client.with_options(&options))).await {
+            Ok(reply) => Ok(reply),
+            Err(err) => {
+                let timed_out = matches!(err.kind(), ErrorKind::Timeout);
+                let err = Error::from_redis(err, idempotency, budget, call.operands);
+                self.stats
+                    .command_failed(CommandErrorKind::of(&err, timed_out));
+                Err(err)
+            }
+        }
     }
 
     /// Whether Redis is a cluster.

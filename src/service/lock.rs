@@ -310,9 +310,15 @@ async fn acquire(
             .await
         {
             Ok(attempt) => attempt,
-            Err(err) => {
-                undo.maybe_holding = err.outcome_unknown();
+            Err(err) if err.outcome_unknown() => {
+                undo.maybe_holding = true;
                 return Err(unknown_outcome(err));
+            }
+            // Known not to hold the lock (not sent, or released again when no replica
+            // confirmed it): the error says why.
+            Err(err) => {
+                undo.maybe_holding = false;
+                return Err(err);
             }
         };
         match attempt {

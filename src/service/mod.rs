@@ -34,7 +34,7 @@ use crate::redis::expiry::{ExpiryFeed, FeedSettings};
 use crate::redis::near_cache::NearCacheSettings;
 use crate::redis::session_endings::SessionEndings;
 use crate::redis::wakeups::Wakeups;
-use crate::redis::{Call, Namespace, NearCache, Redis, RedisStats};
+use crate::redis::{Call, LockSync, Namespace, NearCache, Redis, RedisStats};
 pub use stream::{ResponseStream, Sink};
 
 /// What every service of the process shares, across runtimes.
@@ -63,6 +63,8 @@ pub struct Shared {
     pub evictions: monitor::EvictionWatch,
     /// The near cache of KeyValue reads (every runtime's [`Redis`] holds it too).
     pub near_cache: Arc<NearCache>,
+    /// Replica-confirmed lock acquisitions (every runtime's [`Redis`] holds it too).
+    pub lock_sync: Arc<LockSync>,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -102,6 +104,10 @@ impl Shared {
                 max_age: config.near_cache_max_age,
                 prefixes: config.near_cache_prefixes.clone(),
             })),
+            lock_sync: Arc::new(LockSync::new(
+                config.lock_replica_acks,
+                config.lock_replica_timeout,
+            )),
         }
     }
 }

@@ -1,0 +1,198 @@
+//! Locks that survive a failover: an acquisition is granted only once a replica has it.
+//!
+//! Replication is asynchronous: a primary that dies right after granting a lock may not have
+//! sent it to its replica, and the replica promoted in its place would grant the same lock to a
+//! second holder (and hand out a fencing token again). So, when the primary has replicas, the
+//! acquisition script runs on a dedicated connection followed by `WAIT <n> <timeout>` on that
+//! same connection, which returns how many replicas have every write the connection made. When
+//! fewer than required confirm in time, the gateway releases the lock again and tells the
+//! caller (UNAVAILABLE, outcome known): nothing is granted that a failover could lose.
+//!
+//! The dedicated connection keeps WAIT, which blocks the connection it is sent on, away from
+//! the pools' pipelines; it also reads `INFO replication` every second for `auto` (wait for one
+//! replica whenever one is connected). Not yet on Redis Cluster (WAIT is per node there): locks
+//! on a cluster are granted without it.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::config::Config as FredConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::fanout::dedicated_client;
+use crate::error::Error;
+
+/// How many replicas must confirm a lock acquisition (GATEWAY_LOCK_REPLICA_ACKS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaAcks {
+    /// One, whenever the primary has a replica connected; none otherwise.
+    Auto,
+    /// Exactly this many (0: never wait).
+    Count(u32),
+}
+
+impl std::str::FromStr for ReplicaAcks {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "auto" => Ok(Self::Auto),
+            number => number
+                .parse::<u32>()
+                .ok()
+                .filter(|count| *count <= 16)
+                .map(Self::Count)
+                .ok_or_else(|| format!("`{text}` is neither `auto` nor a count from 0 to 16")),
+        }
+    }
+}
+
+/// The process's replica-confirmed lock acquisitions.
+#[derive(Debug)]
+pub struct LockSync {
+    /// What to wait for.
+    acks: ReplicaAcks,
+    /// Longest wait for the replicas.
+    timeout: Duration,
+    /// Replicas the primary reported connected, as last read.
+    replicas: AtomicU64,
+    /// The dedicated connection, once made.
+    client: OnceLock<Client>,
+    /// Acquisitions released again because too few replicas confirmed them.
+    pub undone: AtomicU64,
+}
+
+impl LockSync {
+    /// Waits for `acks` replicas, up to `timeout`, once [`LockSync::run`] has its connection.
+    pub fn new(acks: ReplicaAcks, timeout: Duration) -> Self {
+        Self {
+            acks,
+            timeout,
+            replicas: AtomicU64::new(0),
+            client: OnceLock::new(),
+            undone: AtomicU64::new(0),
+        }
+    }
+
+    /// Never waits (tools and tests that need a [`super::Redis`] without it).
+    pub fn disabled() -> Self {
+        Self::new(ReplicaAcks::Count(0), Duration::ZERO)
+    }
+
+    /// Replicas an acquisition must wait for now (0: none).
+    pub fn required(&self) -> u32 {
+        match self.acks {
+            ReplicaAcks::Count(count) => count,
+            ReplicaAcks::Auto => u32::from(self.replicas.load(Ordering::Relaxed) > 0),
+        }
+    }
+
+    /// Longest wait for the replicas.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The dedicated connection, when made.
+    pub fn client(&self) -> Option<&Client> {
+        self.client.get()
+    }
+
+    /// Makes the dedicated connection (reconnecting forever) and reads the primary's replica
+    /// count every second until `shutdown`. Returns at once when it never waits, or on a
+    /// cluster.
+    pub async fn run(&self, fred: FredConfig, timeout: Duration, shutdown: CancellationToken) {
+        if self.acks == ReplicaAcks::Count(0) || fred.server.is_clustered() {
+            return;
+        }
+        let client = match dedicated_client(&fred, timeout, 16) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(error = %err, "replica-confirmed locks disabled");
+                return;
+            }
+        };
+        let connection = client.connect();
+        let _ = self.client.set(client.clone());
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let info = tokio::time::timeout(
+                timeout,
+                client.custom::<Value, _>(fred::cmd!("INFO"), vec!["replication"]),
+            )
+            .await;
+            if let Ok(Ok(info)) = info {
+                let text = info.as_string().unwrap_or_default();
+                if let Some(count) = connected_replicas(&text) {
+                    self.replicas.store(count, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+        connection.abort();
+    }
+}
+
+/// `connected_slaves` from an `INFO replication` text.
+fn connected_replicas(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_slaves:"))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// The error for an acquisition that too few replicas confirmed: `released` says whether the
+/// gateway could release it again.
+pub fn unconfirmed(acked: i64, required: u32, timeout: Duration, released: bool) -> Error {
+    let confirmed = format!(
+        "the lock was granted but {acked} of {required} required replicas confirmed it within \
+         {timeout:?} (GATEWAY_LOCK_REPLICA_ACKS)"
+    );
+    if released {
+        Error::Unavailable {
+            message: format!(
+                "{confirmed}; it was released again, so a failover cannot hand it to a second \
+                 holder; retry"
+            ),
+            outcome_unknown: false,
+        }
+    } else {
+        Error::Unavailable {
+            message: format!(
+                "{confirmed}, and releasing it again failed: it stays held, by no caller, until \
+                 its lease ends"
+            ),
+            outcome_unknown: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_parse_auto_or_a_small_count() {
+        assert_eq!("auto".parse(), Ok(ReplicaAcks::Auto));
+        assert_eq!("2".parse(), Ok(ReplicaAcks::Count(2)));
+        assert!("17".parse::<ReplicaAcks>().is_err() && "x".parse::<ReplicaAcks>().is_err());
+    }
+
+    #[test]
+    fn auto_waits_for_one_replica_only_when_one_is_connected() {
+        let sync = LockSync::new(ReplicaAcks::Auto, Duration::from_millis(100));
+        assert_eq!(sync.required(), 0);
+        sync.replicas.store(2, Ordering::Relaxed);
+        assert_eq!(sync.required(), 1);
+        assert_eq!(
+            connected_replicas("# Replication\r\nrole:master\r\nconnected_slaves:3\r\n"),
+            Some(3)
+        );
+    }
+}
