@@ -8,32 +8,29 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::cli;
+use common::locks::{self, Locks};
 use common::sentinel::{RedisSentinels, wait_for};
-use common::{Gateway, RedisServer, duration, unique_key};
+use common::{Gateway, RedisServer, unique_key};
 use redis_gateway::pb;
 use redis_gateway::pb::lock_client::LockClient;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Locks = LockClient<Channel>;
 
 fn acquire_request(name: &str) -> pb::LockAcquireRequest {
-    pb::LockAcquireRequest {
-        name: name.to_owned(),
-        ttl: Some(duration(Duration::from_secs(30))),
-        owner: "test".into(),
-        ..Default::default()
-    }
+    locks::acquire_request(name, Duration::from_secs(30), Duration::ZERO)
 }
 
-async fn inspect(locks: &mut Locks, name: &str) -> pb::LockInspectResponse {
-    locks
-        .inspect(pb::LockInspectRequest {
-            name: name.to_owned(),
-        })
+/// Acquires a fresh lock and tells whether `replica` already has it when the grant arrives.
+async fn granted_on_replica(locks: &mut Locks, replica: &RedisServer, label: &str) -> bool {
+    let name = unique_key(label);
+    let granted = locks
+        .acquire(acquire_request(&name))
         .await
-        .expect("Inspect")
-        .into_inner()
+        .expect("Acquire")
+        .into_inner();
+    assert!(granted.acquired);
+    !cli(replica.port, &["KEYS", &format!("__gw:lock:*{name}")])
+        .trim()
+        .is_empty()
 }
 
 /// A primary and a replica in sync.
@@ -50,15 +47,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
 async fn until_confirmed_grants(locks: &mut Locks, replica: &RedisServer) {
     let started = Instant::now();
     loop {
-        let name = unique_key("probe");
-        let granted = locks
-            .acquire(acquire_request(&name))
-            .await
-            .expect("Acquire")
-            .into_inner();
-        assert!(granted.acquired);
-        let on_replica = cli(replica.port, &["KEYS", &format!("__gw:lock:*{name}")]);
-        if !on_replica.trim().is_empty() {
+        if granted_on_replica(locks, replica, "probe").await {
             return;
         }
         assert!(
@@ -109,7 +98,7 @@ async fn a_lock_is_granted_only_once_a_replica_has_it() {
     );
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
-        !inspect(&mut locks, &name).await.held,
+        !locks::inspect(&mut locks, &name).await.held,
         "an unconfirmed lock stayed held"
     );
     // Once the replica answers again, grants resume.

@@ -37,7 +37,7 @@ use super::fanout::{FanoutWatch, StreamEntry, StreamFanout, dedicated_client, lo
 use super::keyspace::KeyspaceEvents;
 use super::locks::random_id;
 use super::scripts::{EXPIRY_APPEND, EXPIRY_WRITER};
-use super::{Call, Namespace, Redis, reply_array, reply_i64};
+use super::{Call, Namespace, Redis, primaries_or_one, reply_array, reply_i64};
 use crate::error::{Error, Idempotency};
 
 /// The capped stream of recorded key events.
@@ -443,16 +443,7 @@ impl ExpiryFeed {
             // The first connections were announced too (one per primary on a cluster).
             while connections.try_recv().is_ok() {}
             // Key events are node-local: on a cluster, subscribe on every primary.
-            let primaries = client
-                .cached_cluster_state()
-                .map(|state| state.unique_primary_nodes())
-                .unwrap_or_default();
-            let nodes: Vec<Option<Server>> = if primaries.is_empty() {
-                vec![None]
-            } else {
-                primaries.into_iter().map(Some).collect()
-            };
-            for node in nodes {
+            for node in primaries_or_one(&client) {
                 subscribe_on(&client, node, &channels)
                     .await
                     .map_err(|err| Error::Internal(format!("subscribing to key events: {err}")))?;

@@ -54,16 +54,9 @@ impl Redis {
     /// Key events are node-local: on a cluster every primary is checked (and configured), and
     /// the first that is not ready answers for all.
     pub async fn ensure_keyspace_events(&self, configure: bool) -> Result<KeyspaceEvents, Error> {
-        if !self.clustered() {
-            return self.ensure_keyspace_events_on(None, configure).await;
-        }
-        let primaries = self.primaries();
-        if primaries.is_empty() {
-            return Err(Error::redis_unreachable());
-        }
-        for primary in &primaries {
+        for node in self.nodes()? {
             let state = self
-                .ensure_keyspace_events_on(Some(primary), configure)
+                .ensure_keyspace_events_on(node.as_ref(), configure)
                 .await?;
             if state != KeyspaceEvents::Ready {
                 return Ok(state);

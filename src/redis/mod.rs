@@ -339,12 +339,7 @@ impl Redis {
                 outcome_unknown: false,
             });
         }
-        let options = Options {
-            timeout: Some(budget.timeout),
-            max_attempts: Some(1),
-            fail_fast: true,
-            ..Options::default()
-        };
+        let options = command_options(budget);
         match Box::pin(command(client.with_options(&options))).await {
             Ok(reply) => Ok(reply),
             Err(err) => {
@@ -360,6 +355,19 @@ impl Redis {
     /// Whether Redis is a cluster.
     pub fn clustered(&self) -> bool {
         self.clustered
+    }
+
+    /// The nodes a node-local command must reach: each primary of a cluster (UNAVAILABLE
+    /// before the gateway has seen any), or `[None]` for the one server.
+    pub(crate) fn nodes(&self) -> Result<Vec<Option<Server>>, Error> {
+        if !self.clustered {
+            return Ok(vec![None]);
+        }
+        let primaries = self.primaries();
+        if primaries.is_empty() {
+            return Err(Error::redis_unreachable());
+        }
+        Ok(primaries.into_iter().map(Some).collect())
     }
 
     /// The cluster's primaries as last seen (empty on a single Redis, or before the first
@@ -444,12 +452,7 @@ impl Redis {
                 return Err(Error::redis_unreachable());
             };
             let mut connection_failed = self.links.failures[index].subscribe();
-            let options = Options {
-                timeout: Some(budget.timeout),
-                max_attempts: Some(1),
-                fail_fast: true,
-                ..Options::default()
-            };
+            let options = command_options(budget);
             // Biased toward the reply: when the reply and the failure signal are both ready,
             // the command did complete, and an applied write must not be reported as unknown.
             // Boxed: fred's command futures are several kilobytes, and a future embedded here
@@ -590,6 +593,31 @@ fn run_script(
         tokio::time::timeout(timeout, script_run)
             .await
             .unwrap_or_else(|_| Err(RedisError::new(ErrorKind::Timeout, "Request timed out.")))
+    }
+}
+
+/// The options of every command the gateway sends for a call: the call's time budget, sent
+/// once (never replayed after a reconnect), failing at once when its connection is down.
+pub(crate) fn command_options(budget: Budget) -> Options {
+    Options {
+        timeout: Some(budget.timeout),
+        max_attempts: Some(1),
+        fail_fast: true,
+        ..Options::default()
+    }
+}
+
+/// The nodes a node-local command (SCAN, CONFIG, a key-event subscription) must reach through
+/// `client`: each primary of a cluster, as last seen, or `[None]` (its one server).
+pub(crate) fn primaries_or_one(client: &Client) -> Vec<Option<Server>> {
+    let primaries = client
+        .cached_cluster_state()
+        .map(|state| state.unique_primary_nodes())
+        .unwrap_or_default();
+    if primaries.is_empty() {
+        vec![None]
+    } else {
+        primaries.into_iter().map(Some).collect()
     }
 }
 

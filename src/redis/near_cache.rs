@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::fanout::dedicated_builder;
 use super::scripts::NEAR_CACHE_FILL;
 use super::strings::TtlState;
-use super::{reply_array, reply_i64, run_script};
+use super::{command_options, reply_array, reply_i64, run_script};
 use crate::error::Error;
 use crate::redis::Call;
 
@@ -351,12 +351,7 @@ impl NearCache {
         if budget.timeout.is_zero() {
             return None;
         }
-        let options = Options {
-            timeout: Some(budget.timeout),
-            max_attempts: Some(1),
-            fail_fast: true,
-            ..Options::default()
-        };
+        let options = command_options(budget);
         let sent_at = Instant::now();
         let reply = Box::pin(run_script(
             ticket.tracker.client.with_options(&options),

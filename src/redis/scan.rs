@@ -132,12 +132,8 @@ impl<T> Scan<T> {
     {
         // SCAN walks one node's keyspace: on a cluster, every primary's in turn, each cursor
         // sent back to the node that gave it. HSCAN's key picks its node.
-        let nodes: Vec<Option<Server>> = if self.redis.clustered() && self.leading.is_empty() {
-            let primaries = self.redis.primaries();
-            if primaries.is_empty() {
-                return Err(Error::redis_unreachable());
-            }
-            primaries.into_iter().map(Some).collect()
+        let nodes = if self.leading.is_empty() {
+            self.redis.nodes()?
         } else {
             vec![None]
         };

@@ -292,17 +292,9 @@ fn member_namespace(bucket: &SessionBucket) -> String {
 
 /// Every key matching `pattern` (SCAN, on every primary of a cluster).
 async fn scan(redis: &Redis, call: &Call, pattern: &str) -> Result<Vec<String>, Error> {
-    let primaries = redis.primaries();
-    let nodes: Vec<Option<&Server>> = if redis.clustered() {
-        if primaries.is_empty() {
-            return Err(Error::redis_unreachable());
-        }
-        primaries.iter().map(Some).collect()
-    } else {
-        vec![None]
-    };
     let mut found = Vec::new();
-    for node in nodes {
+    for node in redis.nodes()? {
+        let node = node.as_ref();
         let mut cursor = "0".to_owned();
         loop {
             let reply: Value = redis
