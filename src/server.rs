@@ -350,9 +350,10 @@ async fn serve_all(
         config.redis_connect_timeout,
         shutdown.clone(),
     );
+    let sync_redis = redis.clone();
     shared.tasks.spawn(async move {
         lock_sync
-            .run(sync_config, sync_timeout, sync_shutdown)
+            .run(sync_redis, sync_config, sync_timeout, sync_shutdown)
             .await
     });
     // The near cache's tracking connection (returns at once when the cache is off).

@@ -9,8 +9,9 @@
 //! caller (UNAVAILABLE, outcome known): nothing is granted that a failover could lose.
 //!
 //! The dedicated connection keeps WAIT, which blocks the connection it is sent on, away from
-//! the pools' pipelines; it also reads `INFO replication` every second for `auto` (wait for one
-//! replica whenever one is connected). Not yet on Redis Cluster (WAIT is per node there): locks
+//! the pools' pipelines; it is made only once the primary reports a replica (`INFO
+//! replication`, read every second for `auto`: wait for one replica whenever one is
+//! connected). Not yet on Redis Cluster (WAIT is per node there): locks
 //! on a cluster are granted without it.
 
 use std::sync::OnceLock;
@@ -18,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::Value;
 use fred::types::config::Config as FredConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::dedicated_client;
-use crate::error::Error;
+use super::{Call, Namespace, Redis};
+use crate::error::{Error, Idempotency};
 
 /// How many replicas must confirm a lock acquisition (GATEWAY_LOCK_REPLICA_ACKS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,22 +101,21 @@ impl LockSync {
         self.client.get()
     }
 
-    /// Makes the dedicated connection (reconnecting forever) and reads the primary's replica
-    /// count every second until `shutdown`. Returns at once when it never waits, or on a
+    /// Reads the primary's replica count every second through `redis` (the pool) until
+    /// `shutdown`, and makes the dedicated connection (reconnecting forever) once waits are due:
+    /// a Redis without replicas never gets one. Returns at once when it never waits, or on a
     /// cluster.
-    pub async fn run(&self, fred: FredConfig, timeout: Duration, shutdown: CancellationToken) {
+    pub async fn run(
+        &self,
+        redis: Redis,
+        fred: FredConfig,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) {
         if self.acks == ReplicaAcks::Count(0) || fred.server.is_clustered() {
             return;
         }
-        let client = match dedicated_client(&fred, timeout, 16) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(error = %err, "replica-confirmed locks disabled");
-                return;
-            }
-        };
-        let connection = client.connect();
-        let _ = self.client.set(client.clone());
+        let mut connection = None;
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -123,20 +123,36 @@ impl LockSync {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let info = tokio::time::timeout(
-                timeout,
-                client.custom::<Value, _>(fred::cmd!("INFO"), vec!["replication"]),
-            )
-            .await;
-            if let Ok(Ok(info)) = info {
-                let text = info.as_string().unwrap_or_default();
-                if let Some(count) = connected_replicas(&text) {
-                    self.replicas.store(count, Ordering::Relaxed);
+            let call = Call::new(None, timeout, Namespace::default());
+            let info = redis
+                .run(&call, Idempotency::Idempotent, |client| async move {
+                    client
+                        .custom::<String, _>(fred::cmd!("INFO"), vec!["replication"])
+                        .await
+                })
+                .await;
+            if let Some(count) = info.ok().as_deref().and_then(connected_replicas) {
+                self.replicas.store(count, Ordering::Relaxed);
+            }
+            if connection.is_none() && self.required() > 0 {
+                match dedicated_client(&fred, timeout, 16) {
+                    Ok(client) => {
+                        connection = Some(client.connect());
+                        let _ = self.client.set(client);
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "replica-confirmed locks disabled");
+                        return;
+                    }
                 }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
-        connection.abort();
+        if let Some(client) = self.client.get() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+        }
+        if let Some(connection) = connection {
+            connection.abort();
+        }
     }
 }
 
