@@ -102,6 +102,8 @@ pub struct Entry {
     pub key_expires_at: Option<Instant>,
     /// Served until then: the key's expiry or the max age, whichever is first.
     fresh_until: Instant,
+    /// When Redis read it (its clock, µs): a read never replaces a later one.
+    read_at: u64,
 }
 
 impl Entry {
@@ -186,27 +188,58 @@ impl quick_cache::Weighter<Bytes, Entry> for EntryWeight {
     }
 }
 
-/// Counts evictions.
+/// Counts evictions and remembers, per stripe, the latest read time evicted.
 #[derive(Debug, Clone)]
-struct CountEvictions(Arc<AtomicU64>);
+struct Evictions {
+    count: Arc<AtomicU64>,
+    dropped: DroppedReads,
+}
 
-impl quick_cache::Lifecycle<Bytes, Entry> for CountEvictions {
+impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
     type RequestState = ();
 
     fn begin_request(&self) -> Self::RequestState {}
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: Bytes, _entry: Entry) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, _state: &mut Self::RequestState, key: Bytes, entry: Entry) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.dropped.record(&key, entry.read_at);
     }
 }
 
-type Entries = quick_cache::sync::Cache<
-    Bytes,
-    Entry,
-    EntryWeight,
-    quick_cache::DefaultHashBuilder,
-    CountEvictions,
->;
+/// Per stripe of keys, the latest read time of an entry dropped without an invalidation
+/// (evicted, expired): a slower fill of such a key, read earlier, must not come back after it.
+/// Atomics, because evictions are reported under the cache's own lock.
+#[derive(Debug, Clone)]
+struct DroppedReads {
+    latest: Arc<[AtomicU64]>,
+    /// The stripes' hasher (one instance, shared: its hashes are random per instance).
+    hasher: quick_cache::DefaultHashBuilder,
+}
+
+impl DroppedReads {
+    fn new() -> Self {
+        Self {
+            latest: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: quick_cache::DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The stripe of `key`.
+    fn stripe_of(&self, key: &[u8]) -> usize {
+        self.hasher.hash_one(key) as usize & (STRIPES - 1)
+    }
+
+    fn record(&self, key: &[u8], read_at: u64) {
+        self.latest[self.stripe_of(key)].fetch_max(read_at, Ordering::AcqRel);
+    }
+
+    fn latest(&self, stripe: usize) -> u64 {
+        self.latest[stripe].load(Ordering::Acquire)
+    }
+}
+
+type Entries =
+    quick_cache::sync::Cache<Bytes, Entry, EntryWeight, quick_cache::DefaultHashBuilder, Evictions>;
 
 /// The published tracking connection and the generation it belongs to.
 #[derive(Clone)]
@@ -222,8 +255,8 @@ pub struct NearCache {
     entries: Option<Entries>,
     /// Per stripe of keys: bumped by every invalidation of a key of the stripe.
     stripes: Box<[Mutex<u64>]>,
-    /// Picks a key's stripe (one fixed instance: its hashes are random per instance).
-    stripe_hasher: quick_cache::DefaultHashBuilder,
+    /// Picks a key's stripe, and remembers the latest read dropped from each.
+    dropped: DroppedReads,
     /// Bumped by every flush (with every stripe locked).
     generation: AtomicU64,
     /// The tracking connection fills are read on, while it is up with tracking on.
@@ -252,6 +285,7 @@ impl NearCache {
     /// nothing until [`NearCache::run`] has its tracking connection up.
     pub fn new(settings: NearCacheSettings) -> Self {
         let counters = NearCacheCounters::default();
+        let dropped = DroppedReads::new();
         let entries = (settings.max_entries > 0 && settings.max_bytes > 0)
             .then(|| {
                 quick_cache::OptionsBuilder::new()
@@ -280,14 +314,17 @@ impl NearCache {
                         floor: (settings.max_bytes / settings.max_entries) as u64,
                     },
                     quick_cache::DefaultHashBuilder::default(),
-                    CountEvictions(counters.evictions.clone()),
+                    Evictions {
+                        count: counters.evictions.clone(),
+                        dropped: dropped.clone(),
+                    },
                 )
             });
         Self {
             settings,
             entries,
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
-            stripe_hasher: quick_cache::DefaultHashBuilder::default(),
+            dropped,
             generation: AtomicU64::new(0),
             tracker: RwLock::new(None),
             counters,
@@ -329,6 +366,7 @@ impl NearCache {
                 Some(entry)
             } else {
                 // Expired or too old: dropping it is always safe.
+                self.dropped.record(key, entry.read_at);
                 entries.remove(key);
                 None
             }
@@ -373,12 +411,26 @@ impl NearCache {
             }
         };
         for ((key, entry), (stripe, seen)) in keys.iter().zip(&read).zip(&ticket.stripes) {
-            let guard = self.lock_stripe(*stripe);
-            if *guard == *seen
-                && self.generation.load(Ordering::Acquire) == ticket.tracker.generation
-            {
+            let stripe_seq = self.lock_stripe(*stripe);
+            let current = *stripe_seq == *seen
+                && self.generation.load(Ordering::Acquire) == ticket.tracker.generation;
+            // Fills race each other too (their replies are handled by different tasks, and
+            // they are sent in another order than their tickets were taken): a read is kept
+            // only if it is later than the key's cached one and than every read dropped from
+            // its stripe. Redis' clock is cached per event-loop turn, so reads pipelined
+            // together can share a time; then which came first is unknown, and neither is kept.
+            let cached = entries.peek(key).map(|cached| cached.read_at);
+            let later = cached.is_none_or(|cached| cached < entry.read_at)
+                && entry.read_at > self.dropped.latest(*stripe);
+            if current && later {
                 entries.insert(key.clone(), entry.clone());
             } else {
+                // This read was answered but is not kept: nothing read before it (or at the
+                // same time) may be served after it.
+                if cached.is_some_and(|cached| cached <= entry.read_at) {
+                    entries.remove(key);
+                }
+                self.dropped.record(key, entry.read_at);
                 self.counters
                     .fills_discarded
                     .fetch_add(1, Ordering::Relaxed);
@@ -409,7 +461,7 @@ impl NearCache {
     /// Parses the fill script's reply into one entry per key.
     fn read_fill(&self, reply: Value, count: usize, sent_at: Instant) -> Result<Vec<Entry>, Error> {
         let items = reply_array(reply)?;
-        if items.len() != count * 3 {
+        if items.len() != count * 3 + 1 {
             return Err(Error::Internal(format!(
                 "the near cache read returned {} items for {count} keys",
                 items.len()
@@ -417,6 +469,7 @@ impl NearCache {
         }
         let oldest = sent_at + self.settings.max_age;
         let mut items = items.into_iter();
+        let read_at = items.next().map(reply_i64).transpose()?.unwrap_or_default() as u64;
         let mut read = Vec::with_capacity(count);
         while let (Some(kind), Some(value), Some(pttl)) = (items.next(), items.next(), items.next())
         {
@@ -433,6 +486,7 @@ impl NearCache {
                 holding,
                 key_expires_at,
                 fresh_until,
+                read_at,
             });
         }
         Ok(read)
@@ -472,7 +526,7 @@ impl NearCache {
 
     /// The stripe of `key`'s invalidation counter.
     fn stripe_of(&self, key: &[u8]) -> usize {
-        self.stripe_hasher.hash_one(key) as usize & (STRIPES - 1)
+        self.dropped.stripe_of(key)
     }
 
     fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, u64> {
@@ -699,6 +753,7 @@ mod tests {
             holding: Holding::Value(Bytes::from_static(value)),
             key_expires_at: ttl.map(|ttl| now + ttl),
             fresh_until: now + ttl.unwrap_or(Duration::from_secs(60)),
+            read_at: 1,
         }
     }
 
