@@ -36,7 +36,7 @@
 //! scan resistant).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,8 +63,9 @@ const STRIPES: usize = 256;
 /// this.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Invalidation messages buffered between the connection and the cache; if they pile up past
-/// this, the cache is flushed (nothing is lost, only entries).
-const INVALIDATION_BUFFER: usize = 4096;
+/// this, the cache is flushed (nothing is lost, only entries). fred gives each of a client's
+/// event channels this capacity, allocated up front, so it is kept moderate.
+const INVALIDATION_BUFFER: usize = 1024;
 /// The pub/sub channel Redis sends a redirected client's invalidations on.
 const INVALIDATION_CHANNEL: &str = "__redis__:invalidate";
 
@@ -251,8 +252,11 @@ struct Tracker {
 /// The process's near cache, shared by every runtime.
 pub struct NearCache {
     settings: NearCacheSettings,
-    /// None when the cache is off.
-    entries: Option<Entries>,
+    /// The cache's bounds; None when the cache is off.
+    options: Option<quick_cache::Options>,
+    /// The entries, allocated on the first fill (quick_cache sizes its table for the bounds
+    /// up front: megabytes that a gateway nobody asks for cached reads should not hold).
+    entries: OnceLock<Entries>,
     /// Per stripe of keys: bumped by every invalidation of a key of the stripe.
     stripes: Box<[Mutex<u64>]>,
     /// Picks a key's stripe, and remembers the latest read dropped from each.
@@ -286,7 +290,7 @@ impl NearCache {
     pub fn new(settings: NearCacheSettings) -> Self {
         let counters = NearCacheCounters::default();
         let dropped = DroppedReads::new();
-        let entries = (settings.max_entries > 0 && settings.max_bytes > 0)
+        let options = (settings.max_entries > 0 && settings.max_bytes > 0)
             .then(|| {
                 quick_cache::OptionsBuilder::new()
                     .estimated_items_capacity(
@@ -306,23 +310,11 @@ impl NearCache {
                     tracing::error!(?err, "near cache disabled: bad cache options");
                     None
                 }
-            })
-            .map(|options| {
-                Entries::with_options(
-                    options,
-                    EntryWeight {
-                        floor: (settings.max_bytes / settings.max_entries) as u64,
-                    },
-                    quick_cache::DefaultHashBuilder::default(),
-                    Evictions {
-                        count: counters.evictions.clone(),
-                        dropped: dropped.clone(),
-                    },
-                )
             });
         Self {
             settings,
-            entries,
+            options,
+            entries: OnceLock::new(),
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             dropped,
             generation: AtomicU64::new(0),
@@ -343,7 +335,25 @@ impl NearCache {
 
     /// Whether the cache is configured on.
     pub fn enabled(&self) -> bool {
-        self.entries.is_some()
+        self.options.is_some()
+    }
+
+    /// The entries, allocated now if this is the first use; None when the cache is off.
+    fn cache(&self) -> Option<&Entries> {
+        let options = self.options.as_ref()?;
+        Some(self.entries.get_or_init(|| {
+            Entries::with_options(
+                options.clone(),
+                EntryWeight {
+                    floor: (self.settings.max_bytes / self.settings.max_entries.max(1)) as u64,
+                },
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions {
+                    count: self.counters.evictions.clone(),
+                    dropped: self.dropped.clone(),
+                },
+            )
+        }))
     }
 
     /// Whether a read of caller key `key` goes through the cache: the caller asked for it or
@@ -360,8 +370,11 @@ impl NearCache {
 
     /// The entry for Redis key `key` if one may be served now; counts a hit or a miss.
     pub fn lookup(&self, key: &Bytes) -> Option<Entry> {
-        let entries = self.entries.as_ref()?;
-        let found = entries.get(key).and_then(|entry| {
+        if !self.enabled() {
+            return None;
+        }
+        let found = self.entries.get().and_then(|entries| {
+            let entry = entries.get(key)?;
             if entry.fresh_until > Instant::now() {
                 Some(entry)
             } else {
@@ -383,7 +396,7 @@ impl NearCache {
     /// Reads `keys` on the tracking connection and keeps what may be kept; `None` when the
     /// tracking connection is not up or failed (the caller reads from Redis uncached).
     pub async fn fill(&self, call: &Call, keys: &[Bytes]) -> Option<Vec<Entry>> {
-        let entries = self.entries.as_ref()?;
+        let entries = self.cache()?;
         let ticket = self.ticket(keys)?;
         let budget = call.budget();
         if budget.timeout.is_zero() {
@@ -495,19 +508,18 @@ impl NearCache {
     /// Drops `key` after the gateway wrote it (or tried to), so that a later read through this
     /// gateway goes to Redis, and a fill in flight does not keep the old value.
     pub fn forget(&self, key: &[u8]) {
-        if self.entries.is_some() {
+        if self.enabled() {
             self.invalidate(key);
         }
     }
 
     /// Drops `key` and moves its stripe on.
     fn invalidate(&self, key: &[u8]) {
-        let Some(entries) = &self.entries else {
-            return;
-        };
         let mut guard = self.lock_stripe(self.stripe_of(key));
         *guard += 1;
-        entries.remove(key);
+        if let Some(entries) = self.entries.get() {
+            entries.remove(key);
+        }
     }
 
     /// Drops every entry and moves the generation on, with every stripe locked, so that no
@@ -517,7 +529,7 @@ impl NearCache {
             .map(|stripe| self.lock_stripe(stripe))
             .collect();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some(entries) = &self.entries {
+        if let Some(entries) = self.entries.get() {
             entries.clear();
         }
         drop(guards);
@@ -557,7 +569,7 @@ impl NearCache {
         let counters = &self.counters;
         let (entries, bytes) = self
             .entries
-            .as_ref()
+            .get()
             .map_or((0, 0), |entries| (entries.len() as u64, entries.weight()));
         NearCacheSnapshot {
             enabled: self.enabled(),
@@ -791,7 +803,7 @@ mod tests {
     #[test]
     fn invalidations_drop_keys_and_an_empty_one_drops_everything() {
         let near = cache(10, 1 << 20, &[]);
-        let entries = near.entries.as_ref().unwrap();
+        let entries = near.cache().unwrap();
         for key in [&b"a"[..], b"b", b"c"] {
             entries.insert(Bytes::copy_from_slice(key), entry(b"v", None));
         }
@@ -813,7 +825,7 @@ mod tests {
     #[test]
     fn an_entry_past_its_ttl_is_a_miss_and_reports_what_is_left() {
         let near = cache(10, 1 << 20, &[]);
-        let entries = near.entries.as_ref().unwrap();
+        let entries = near.cache().unwrap();
         let expired = Entry {
             fresh_until: Instant::now(),
             ..entry(b"v", Some(Duration::ZERO))
