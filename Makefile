@@ -1,6 +1,6 @@
 # redis-gateway. The two commands a newcomer needs:
 #   make run    start the gateway on 127.0.0.1:50051; with its own embedded Redis unless
-#               REDIS_URL or REDIS_HOST names one
+#               REDIS_URL, REDIS_HOST or REDIS_NODES names one
 #   make test   run every test (each installs what is missing first), then the behaviour
 #               suites again against a Redis Cluster of six redis-server processes
 # Also: make lint (rustfmt, clippy, buf lint and buf breaking on proto/), make build (release
@@ -16,7 +16,7 @@ CLUSTER_SUITES = --test keyvalue --test transaction --test hash --test lock --te
 
 run:
 	@scripts/install-deps.sh run
-	@if [ -n "$$REDIS_URL" ] || [ -n "$$REDIS_HOST" ]; then \
+	@if [ -n "$$REDIS_URL" ] || [ -n "$$REDIS_HOST" ] || [ -n "$$REDIS_NODES" ]; then \
 		$(CARGO) run --release; \
 	else \
 		$(CARGO) run --release -- --embedded-redis; \

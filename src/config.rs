@@ -65,6 +65,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// How Redis is deployed, when REDIS_URL does not say (its scheme does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// One server (REDIS_HOST:REDIS_PORT, or the one node of REDIS_NODES).
+    Standalone,
+    /// A Redis Cluster: REDIS_NODES are seeds; the gateway learns the rest.
+    Cluster,
+    /// A primary monitored by Sentinel: REDIS_NODES are the sentinels, and
+    /// REDIS_SENTINEL_SERVICE the name they monitor it under.
+    Sentinel,
+}
+
 /// Every setting of the gateway. Flags and environment variables are equivalent; a flag wins.
 #[derive(Clone, Parser)]
 #[command(
@@ -83,10 +95,55 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Redis to use, as a URL: `redis://[user:password@]host:port[/db]`. Wins over REDIS_HOST,
-    /// REDIS_PORT and REDIS_DB when set.
+    /// Redis to use, as a URL: `redis://[user:password@]host:port[/db]`,
+    /// `redis-cluster://host:port?node=host2:port2`, `redis-sentinel://host:port/db?
+    /// sentinelServiceName=name&node=host2:port2`, or their TLS forms (`rediss://`,
+    /// `rediss-cluster://`, `rediss-sentinel://`). Wins over REDIS_HOST, REDIS_PORT and
+    /// REDIS_DB; conflicts with REDIS_MODE and REDIS_NODES.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// How Redis is deployed when REDIS_URL is not set: standalone, cluster or sentinel
+    /// (default: standalone).
+    #[arg(long, env = "REDIS_MODE", value_enum)]
+    pub redis_mode: Option<RedisMode>,
+
+    /// The nodes to reach when REDIS_URL is not set, comma-separated `host:port`: the cluster's
+    /// seed nodes, the sentinels, or the one standalone server (default: REDIS_HOST:REDIS_PORT).
+    #[arg(long, env = "REDIS_NODES", value_delimiter = ',')]
+    pub redis_nodes: Vec<String>,
+
+    /// The name the sentinels monitor the primary under (REDIS_MODE=sentinel).
+    #[arg(long, env = "REDIS_SENTINEL_SERVICE")]
+    pub redis_sentinel_service: Option<String>,
+
+    /// ACL username for the sentinels themselves (when they require one); used when the URL's
+    /// `sentinelUsername` is absent.
+    #[arg(long, env = "REDIS_SENTINEL_USERNAME")]
+    pub redis_sentinel_username: Option<String>,
+
+    /// Password for the sentinels themselves (their `requirepass`); used when the URL's
+    /// `sentinelPassword` is absent. Never logged.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
+
+    /// Connect to Redis (and the sentinels) over TLS; a `rediss` URL implies it.
+    #[arg(long, env = "REDIS_TLS", default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub redis_tls: bool,
+
+    /// PEM file of the CA certificates that Redis' server certificates must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = "REDIS_TLS_CA", value_name = "PEM")]
+    pub redis_tls_ca: Option<PathBuf>,
+
+    /// PEM file of the client certificate (and its chain) to present to Redis, for
+    /// `tls-auth-clients yes`; needs REDIS_TLS_KEY.
+    #[arg(long, env = "REDIS_TLS_CERT", value_name = "PEM")]
+    pub redis_tls_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "REDIS_TLS_KEY", value_name = "PEM")]
+    pub redis_tls_key: Option<PathBuf>,
 
     /// Redis host, used when REDIS_URL is not set.
     #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
@@ -281,25 +338,7 @@ impl Config {
                 "conflicts with REDIS_URL: use one or the other",
             ));
         }
-        if let Some(url) = &self.redis_url {
-            let schemes = ["redis://", "redis-cluster://", "redis-sentinel://"];
-            if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
-                return Err(ConfigError::new(
-                    "--redis-url / REDIS_URL",
-                    "must be a redis://, redis-cluster:// or redis-sentinel:// URL (TLS to Redis \
-                     is not supported yet)",
-                ));
-            }
-            fred::types::config::Config::from_url(url).map_err(|err| {
-                ConfigError::new(
-                    "--redis-url / REDIS_URL",
-                    format!(
-                        "not a usable Redis URL ({}); expected redis://[user:password@]host:port/db",
-                        err.details()
-                    ),
-                )
-            })?;
-        }
+        self.validate_redis_target()?;
         if let Some(metrics) = self.metrics_listen
             && metrics.port() != 0
             && metrics.port() == self.listen.port()
@@ -453,6 +492,115 @@ impl Config {
 }
 
 impl Config {
+    /// Checks how Redis is reached: the URL or the explicit mode and nodes, and TLS.
+    fn validate_redis_target(&self) -> Result<(), ConfigError> {
+        const URL: &str = "--redis-url / REDIS_URL";
+        let tls = crate::redis::target::tls_enabled(self);
+        if self.embedded_redis {
+            let explicit = [
+                ("--redis-mode / REDIS_MODE", self.redis_mode.is_some()),
+                ("--redis-nodes / REDIS_NODES", !self.redis_nodes.is_empty()),
+                ("--redis-tls / REDIS_TLS", tls),
+            ];
+            if let Some((setting, _)) = explicit.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    setting,
+                    "does not apply to the embedded Redis (a private unix socket)",
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            let schemes = [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "rediss-cluster://",
+                "redis-sentinel://",
+                "rediss-sentinel://",
+            ];
+            if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
+                return Err(ConfigError::new(
+                    URL,
+                    "must be a redis://, redis-cluster:// or redis-sentinel:// URL, or its TLS \
+                     form (rediss://, rediss-cluster://, rediss-sentinel://)",
+                ));
+            }
+            fred::types::config::Config::from_url(url).map_err(|err| {
+                ConfigError::new(
+                    URL,
+                    format!(
+                        "not a usable Redis URL ({}); expected redis://[user:password@]host:port/db",
+                        err.details()
+                    ),
+                )
+            })?;
+            if self.redis_mode.is_some() || !self.redis_nodes.is_empty() {
+                return Err(ConfigError::new(
+                    "--redis-mode / REDIS_MODE, --redis-nodes / REDIS_NODES",
+                    "conflict with REDIS_URL, which names the mode and nodes itself: use one or \
+                     the other",
+                ));
+            }
+        } else {
+            let mode = self.redis_mode.unwrap_or(RedisMode::Standalone);
+            let default_port = if mode == RedisMode::Sentinel {
+                26379
+            } else {
+                6379
+            };
+            for node in &self.redis_nodes {
+                crate::redis::target::parse_node(node, default_port)
+                    .map_err(|reason| ConfigError::new("--redis-nodes / REDIS_NODES", reason))?;
+            }
+            if mode == RedisMode::Standalone && self.redis_nodes.len() > 1 {
+                return Err(ConfigError::new(
+                    "--redis-nodes / REDIS_NODES",
+                    "names several nodes, but REDIS_MODE is standalone: set REDIS_MODE=cluster \
+                     or sentinel",
+                ));
+            }
+            if mode == RedisMode::Sentinel
+                && self
+                    .redis_sentinel_service
+                    .as_deref()
+                    .is_none_or(str::is_empty)
+            {
+                return Err(ConfigError::new(
+                    "--redis-sentinel-service / REDIS_SENTINEL_SERVICE",
+                    "is required with REDIS_MODE=sentinel: the name the sentinels monitor the \
+                     primary under",
+                ));
+            }
+        }
+        let tls_files = [
+            ("--redis-tls-ca / REDIS_TLS_CA", &self.redis_tls_ca),
+            ("--redis-tls-cert / REDIS_TLS_CERT", &self.redis_tls_cert),
+            ("--redis-tls-key / REDIS_TLS_KEY", &self.redis_tls_key),
+        ];
+        for (setting, file) in tls_files {
+            let Some(file) = file else { continue };
+            if !tls {
+                return Err(ConfigError::new(
+                    setting,
+                    "is set but TLS to Redis is off: set REDIS_TLS=true or use a rediss URL",
+                ));
+            }
+            if !file.is_file() {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
+        if self.redis_tls_cert.is_some() != self.redis_tls_key.is_some() {
+            return Err(ConfigError::new(
+                "--redis-tls-cert / REDIS_TLS_CERT, --redis-tls-key / REDIS_TLS_KEY",
+                "a client certificate needs its key, and a key its certificate: set both",
+            ));
+        }
+        Ok(())
+    }
+
     /// How many runtimes serve: GATEWAY_RUNTIMES, or one per two CPU cores (at least one).
     pub fn runtime_count(&self) -> usize {
         match self.runtimes {
@@ -476,6 +624,18 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("metrics_listen", &self.metrics_listen)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_mode", &self.redis_mode)
+            .field("redis_nodes", &self.redis_nodes)
+            .field("redis_sentinel_service", &self.redis_sentinel_service)
+            .field("redis_sentinel_username", &self.redis_sentinel_username)
+            .field(
+                "redis_sentinel_password",
+                &self.redis_sentinel_password.as_ref().map(|_| "***"),
+            )
+            .field("redis_tls", &self.redis_tls)
+            .field("redis_tls_ca", &self.redis_tls_ca)
+            .field("redis_tls_cert", &self.redis_tls_cert)
+            .field("redis_tls_key", &self.redis_tls_key)
             .field("redis_host", &self.redis_host)
             .field("redis_port", &self.redis_port)
             .field("redis_db", &self.redis_db)
@@ -520,22 +680,39 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Masks the password of a URL such as `redis://user:secret@host:6379` → `redis://user:***@host:6379`.
+/// Masks the passwords of a URL: the user info's (`redis://user:secret@host:6379` →
+/// `redis://user:***@host:6379`) and a sentinel URL's `sentinelPassword` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let masked = match userinfo.find(':') {
+                Some(colon) => format!("{}:***", &userinfo[..colon]),
+                None => "***".to_owned(),
+            };
+            format!("{masked}{}", &rest[at..authority_end])
+        }
+        None => rest[..authority_end].to_owned(),
     };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}{}{}", &url[..scheme_end], masked, &rest[at..])
+    let mut tail = rest[authority_end..].to_owned();
+    if let Some(query_start) = tail.find('?') {
+        let query: Vec<String> = tail[query_start + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("sentinelPassword") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        tail = format!("{}?{}", &tail[..query_start], query.join("&"));
+    }
+    format!("{}{authority}{tail}", &url[..scheme_end])
 }
 
 #[cfg(test)]
@@ -559,6 +736,16 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:s3cret@cache"), "redis://:***@cache");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(
+            redact_url(
+                "rediss-sentinel://u:pw@s1:26379/0?sentinelServiceName=m&sentinelPassword=sp&node=s2"
+            ),
+            "rediss-sentinel://u:***@s1:26379/0?sentinelServiceName=m&sentinelPassword=***&node=s2"
+        );
+        assert_eq!(
+            redact_url("redis-cluster://h1:1?node=h2:2"),
+            "redis-cluster://h1:1?node=h2:2"
+        );
     }
 
     #[test]
@@ -672,19 +859,79 @@ mod tests {
     }
 
     #[test]
-    fn standalone_cluster_and_sentinel_urls_are_accepted_and_tls_is_refused_by_name() {
+    fn standalone_cluster_and_sentinel_urls_are_accepted_in_plain_and_tls_forms() {
         let with_url = |url: &str| Config::parse_from(["redis-gateway", "--redis-url", url]);
         for url in [
             "redis://h:1/0",
+            "rediss://h:1/0",
             "redis-cluster://h1:1?node=h2:2&node=h3:3",
+            "rediss-cluster://h1:1?node=h2:2",
             "redis-sentinel://s1:26379/0?sentinelServiceName=main&node=s2:26379",
+            "rediss-sentinel://s1:26379/0?sentinelServiceName=main&sentinelPassword=x",
         ] {
             assert!(with_url(url).validate().is_ok(), "{url}");
         }
-        let err = with_url("rediss://h:1").validate().unwrap_err();
+        let err = with_url("http://h:1").validate().unwrap_err();
+        assert!(err.setting.contains("REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn explicit_modes_need_their_settings_and_do_not_mix_with_a_url() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["redis-gateway"];
+            all.extend_from_slice(args);
+            Config::parse_from(all).validate()
+        };
+        assert!(parse(&["--redis-mode", "cluster", "--redis-nodes", "a:1,b:2,c"]).is_ok());
         assert!(
-            err.setting.contains("REDIS_URL") && err.reason.contains("TLS"),
-            "{err}"
+            parse(&[
+                "--redis-mode",
+                "sentinel",
+                "--redis-nodes",
+                "s1,s2:26380",
+                "--redis-sentinel-service",
+                "main"
+            ])
+            .is_ok()
         );
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["--redis-mode", "sentinel", "--redis-nodes", "s1"],
+                "REDIS_SENTINEL_SERVICE",
+            ),
+            (&["--redis-nodes", "a:1,b:2"], "REDIS_NODES"),
+            (
+                &["--redis-mode", "cluster", "--redis-nodes", "a:0"],
+                "REDIS_NODES",
+            ),
+            (
+                &["--redis-url", "redis://h:1", "--redis-mode", "cluster"],
+                "REDIS_MODE",
+            ),
+            (&["--embedded-redis", "--redis-tls"], "REDIS_TLS"),
+        ];
+        for (args, setting) in cases {
+            let err = parse(args).unwrap_err();
+            assert!(err.setting.contains(setting), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_tls_and_come_in_pairs() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
+        let parse = |args: &[&str]| {
+            let mut all = vec!["redis-gateway"];
+            all.extend_from_slice(args);
+            Config::parse_from(all).validate()
+        };
+        let err = parse(&["--redis-tls-ca", path]).unwrap_err();
+        assert!(err.reason.contains("TLS to Redis is off"), "{err}");
+        assert!(parse(&["--redis-tls", "--redis-tls-ca", path]).is_ok());
+        assert!(parse(&["--redis-url", "rediss://h:1", "--redis-tls-ca", path]).is_ok());
+        let err = parse(&["--redis-tls", "--redis-tls-cert", path]).unwrap_err();
+        assert!(err.setting.contains("REDIS_TLS_KEY"), "{err}");
+        let err = parse(&["--redis-tls", "--redis-tls-ca", "/nonexistent/ca.pem"]).unwrap_err();
+        assert!(err.setting.contains("REDIS_TLS_CA"), "{err}");
     }
 }

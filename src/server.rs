@@ -35,7 +35,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use crate::config::{Config, redact_url};
+use crate::config::{Config, RedisMode, redact_url};
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::pb;
@@ -670,9 +670,22 @@ fn describe_target(config: &Config, embedded: Option<&EmbeddedRedis>) -> String 
             embedded.target().socket().display()
         ),
         (None, Some(url)) => redact_url(url),
-        (None, None) => format!(
-            "{}:{} db {}",
-            config.redis_host, config.redis_port, config.redis_db
-        ),
+        (None, None) => {
+            let nodes = if config.redis_nodes.is_empty() {
+                format!("{}:{}", config.redis_host, config.redis_port)
+            } else {
+                config.redis_nodes.join(",")
+            };
+            let mode = config.redis_mode.unwrap_or(RedisMode::Standalone);
+            let tls = if config.redis_tls { " over TLS" } else { "" };
+            match (mode, &config.redis_sentinel_service) {
+                (RedisMode::Sentinel, Some(service)) => format!(
+                    "{service} via sentinels {nodes} db {}{tls}",
+                    config.redis_db
+                ),
+                (RedisMode::Cluster, _) => format!("cluster {nodes}{tls}"),
+                _ => format!("{nodes} db {}{tls}", config.redis_db),
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@
 //! - [`keys`]: key naming for every service (namespaces, the reserved internal key space,
 //!   cluster hash tags). [`call`]: the per-call budget. [`scripts`]: Lua. [`server_info`]:
 //!   the version check at connect. [`embedded`]: the supervised private redis-server.
+//!   [`target`]: where and how to reach Redis (mode, nodes, credentials, TLS).
 //!
 //! Nothing here knows gRPC: services map requests to these calls and results to messages.
 
@@ -48,6 +49,7 @@ pub mod sessions;
 pub mod slots;
 pub mod stats;
 pub mod strings;
+pub mod target;
 pub mod transaction;
 pub mod wakeups;
 
@@ -72,6 +74,7 @@ pub use near_cache::NearCache;
 pub use scripts::Script;
 use stats::CommandErrorKind;
 pub use stats::RedisStats;
+pub use target::fred_config;
 
 /// The gateway's connection to Redis. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -193,48 +196,6 @@ impl Links {
         let failed_at = self.failed_at[index].load(Ordering::Relaxed);
         failed_at == 0 || self.now_ms() - failed_at > FAILURE_MEMORY.as_millis() as u64
     }
-}
-
-/// Builds the fred configuration from the gateway settings; `embedded_target` overrides the
-/// target with the private redis-server (its unix socket and password).
-pub fn fred_config(
-    config: &Config,
-    embedded_target: Option<&embedded::EmbeddedTarget>,
-) -> Result<FredConfig, Error> {
-    let mut fred = if let Some(target) = embedded_target {
-        FredConfig {
-            server: ServerConfig::new_unix_socket(target.socket()),
-            password: Some(target.password().to_owned()),
-            database: Some(config.redis_db),
-            ..FredConfig::default()
-        }
-    } else if let Some(url) = &config.redis_url {
-        let mut fred = FredConfig::from_url(url)
-            .map_err(|err| Error::Internal(format!("REDIS_URL: {}", err.details())))?;
-        // Credentials from their own variables (e.g. a mounted secret) fill what the URL lacks.
-        if fred.username.is_none() {
-            fred.username.clone_from(&config.redis_username);
-        }
-        if fred.password.is_none() {
-            fred.password.clone_from(&config.redis_password);
-        }
-        if fred.database.is_none() && config.redis_db != 0 {
-            fred.database = Some(config.redis_db);
-        }
-        fred
-    } else {
-        FredConfig {
-            server: ServerConfig::new_centralized(config.redis_host.clone(), config.redis_port),
-            database: Some(config.redis_db),
-            username: config.redis_username.clone(),
-            password: config.redis_password.clone(),
-            ..FredConfig::default()
-        }
-    };
-    // Keep reconnecting when Redis is down at start instead of exiting: health reports
-    // NOT_SERVING until it is reachable.
-    fred.fail_fast = false;
-    Ok(fred)
 }
 
 impl Redis {

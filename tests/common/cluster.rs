@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
+use super::tls::{ADMIN_PASSWORD, GATEWAY_PASSWORD, GATEWAY_USER, TlsFiles};
 use super::{RedisServer, free_port};
 
 /// Nodes of the test cluster: primaries first, then one replica each.
@@ -18,16 +19,29 @@ const PRIMARIES: usize = 3;
 pub struct RedisCluster {
     /// Every node; which are primaries changes with failovers (see [`RedisCluster::role`]).
     pub nodes: Vec<RedisServer>,
+    /// Whether the nodes are secured (TLS between clients, nodes and replicas, and ACL users;
+    /// see [`super::tls`]).
+    secured: bool,
 }
 
 impl RedisCluster {
     /// Starts six nodes, creates the cluster and waits until it serves every slot with every
     /// replica in sync.
     pub fn start() -> Self {
+        Self::start_configured(false)
+    }
+
+    /// As [`RedisCluster::start`], secured: clients, the cluster bus and replication use TLS,
+    /// and the gateway logs in as its ACL user.
+    pub fn start_secured() -> Self {
+        Self::start_configured(true)
+    }
+
+    fn start_configured(secured: bool) -> Self {
         let nodes: Vec<RedisServer> = (0..PRIMARIES * 2)
             .map(|_| {
                 let bus = free_port().to_string();
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -36,14 +50,35 @@ impl RedisCluster {
                     &bus,
                     "--cluster-node-timeout",
                     "2000",
-                ])
+                ];
+                if secured {
+                    args.extend([
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                        "--masterauth",
+                        ADMIN_PASSWORD,
+                    ]);
+                    RedisServer::start_secured(&args)
+                } else {
+                    RedisServer::start_with(&args)
+                }
             })
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port))
+            .map(|node| format!("127.0.0.1:{}", node.tls_port.unwrap_or(node.port)))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if secured {
+            create.args(TlsFiles::shared().cli_args()).args([
+                "-a",
+                ADMIN_PASSWORD,
+                "--no-auth-warning",
+            ]);
+        }
+        let output = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -55,7 +90,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, secured };
         cluster.wait_until_ok(Duration::from_secs(30));
         cluster
     }
@@ -70,8 +105,8 @@ impl RedisCluster {
                 .iter()
                 .filter(|node| node.is_running())
                 .all(|node| {
-                    let cluster = cli(node.port, &["CLUSTER", "INFO"]);
-                    let replication = cli(node.port, &["INFO", "replication"]);
+                    let cluster = self.cli(node.port, &["CLUSTER", "INFO"]);
+                    let replication = self.cli(node.port, &["INFO", "replication"]);
                     cluster.contains("cluster_state:ok")
                         && cluster.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
                         && (replication.contains("role:master")
@@ -88,20 +123,54 @@ impl RedisCluster {
         }
     }
 
-    /// `redis-cluster://` URL naming every node as a seed.
+    /// `redis-cluster://` URL naming every node as a seed; for a secured cluster
+    /// `rediss-cluster://` with the gateway's user and the TLS ports.
     pub fn url(&self) -> String {
+        if self.secured {
+            let seeds = self.seeds(|node| node.tls_port.expect("a TLS port"));
+            format!("rediss-cluster://{GATEWAY_USER}:{GATEWAY_PASSWORD}@{seeds}")
+        } else {
+            format!("redis-cluster://{}", self.seeds(|node| node.port))
+        }
+    }
+
+    /// `host:port?node=host:port&...` of every node, on the port `port_of` picks.
+    fn seeds(&self, port_of: impl Fn(&RedisServer) -> u16) -> String {
         let mut nodes = self
             .nodes
             .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port));
+            .map(|node| format!("127.0.0.1:{}", port_of(node)));
         let first = nodes.next().expect("nodes");
         let rest: Vec<String> = nodes.map(|node| format!("node={node}")).collect();
-        format!("redis-cluster://{first}?{}", rest.join("&"))
+        format!("{first}?{}", rest.join("&"))
     }
 
-    /// A direct cluster client, for setting up and checking state.
+    /// The TLS ports of a secured cluster's nodes, as `127.0.0.1:port`.
+    pub fn tls_nodes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.tls_port.expect("a secured cluster")))
+            .collect()
+    }
+
+    /// `redis-cli` on a node's plain port, as the `default` user of a secured cluster.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let password = self.secured.then_some(ADMIN_PASSWORD);
+        cli_as(port, password, args)
+    }
+
+    /// A direct cluster client (on the plain ports, as the `default` user of a secured
+    /// cluster), for setting up and checking state.
     pub async fn client(&self) -> Client {
-        let config = fred::types::config::Config::from_url(&self.url()).expect("cluster URL");
+        let url = if self.secured {
+            format!(
+                "redis-cluster://:{ADMIN_PASSWORD}@{}",
+                self.seeds(|node| node.port)
+            )
+        } else {
+            self.url()
+        };
+        let config = fred::types::config::Config::from_url(&url).expect("cluster URL");
         let client = Builder::from_config(config)
             .build()
             .expect("cluster client");
@@ -111,7 +180,7 @@ impl RedisCluster {
 
     /// The role (`master` or `slave`) node `index` reports.
     pub fn role(&self, index: usize) -> String {
-        let replication = cli(self.nodes[index].port, &["INFO", "replication"]);
+        let replication = self.cli(self.nodes[index].port, &["INFO", "replication"]);
         replication
             .lines()
             .find_map(|line| line.strip_prefix("role:"))
@@ -127,13 +196,14 @@ impl RedisCluster {
             .iter()
             .find(|node| node.is_running())
             .expect("a running node");
-        let slot: u16 = cli(asked.port, &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(asked.port, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("a slot");
         // CLUSTER NODES: `<id> <ip:port@bus> <flags> <primary> <ping> <pong> <epoch> <link>
         // <slot ranges...>`.
-        let nodes = cli(asked.port, &["CLUSTER", "NODES"]);
+        let nodes = self.cli(asked.port, &["CLUSTER", "NODES"]);
         let port = nodes
             .lines()
             .map(|line| line.split(' ').collect::<Vec<_>>())
@@ -150,7 +220,7 @@ impl RedisCluster {
             .expect("a primary serves every slot");
         self.nodes
             .iter()
-            .position(|node| node.port == port)
+            .position(|node| node.port == port || node.tls_port == Some(port))
             .expect("the primary is one of the nodes")
     }
 }
@@ -168,7 +238,16 @@ fn slot_in(range: &str, slot: u16) -> bool {
 
 /// `redis-cli -p <port> <args>`'s output (empty when it fails).
 pub fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
+    cli_as(port, None, args)
+}
+
+/// `redis-cli -p <port> [-a <password>] <args>`'s output (empty when it fails).
+pub fn cli_as(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new("redis-cli");
+    if let Some(password) = password {
+        command.args(["-a", password, "--no-auth-warning"]);
+    }
+    command
         .args(["-p", &port.to_string()])
         .args(args)
         .output()

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod locks;
 pub mod process;
 pub mod sentinel;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub fn unique_key(label: &str) -> String {
 pub struct RedisServer {
     /// The loopback port it listens on (kept across restarts).
     pub port: u16,
+    /// A secured server's TLS port (see [`tls`]); the plain `port` is for the fixtures.
+    pub tls_port: Option<u16>,
     /// Its working directory.
     dir: tempfile::TempDir,
     /// The running process, if any.
@@ -86,18 +89,37 @@ impl RedisServer {
 
     /// As [`RedisServer::start`], with extra redis-server arguments (e.g. `--maxmemory 2mb`).
     pub fn start_with(extra: &[&str]) -> Self {
-        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::start_configured(extra, false)
+    }
+
+    /// As [`RedisServer::start_with`], secured (see [`tls`]): TLS on a port of its own with
+    /// the test certificates, and ACL users. `extra` comes last, so it may override them
+    /// (e.g. `--tls-auth-clients yes`).
+    pub fn start_secured(extra: &[&str]) -> Self {
+        Self::start_configured(extra, true)
+    }
+
+    fn start_configured(extra: &[&str], secured: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let password = secured.then_some(tls::ADMIN_PASSWORD);
         let mut failures = Vec::new();
         for _ in 0..10 {
             let port = free_port();
-            match spawn_redis_server(port, dir.path(), &extra) {
+            let tls_port = secured.then(free_port);
+            let mut args = Vec::new();
+            if let Some(tls_port) = tls_port {
+                args.extend(tls::TlsFiles::shared().redis_args(tls_port));
+                args.extend(tls::acl_args());
+            }
+            args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+            match spawn_redis_server(port, dir.path(), &args, password) {
                 Ok(child) => {
                     return Self {
                         port,
+                        tls_port,
                         dir,
                         child: Mutex::new(Some(child)),
-                        extra,
+                        extra: args,
                     };
                 }
                 Err(failure) => failures.push(format!("port {port}: {failure}")),
@@ -106,9 +128,22 @@ impl RedisServer {
         panic!("redis-server did not start on any port: {failures:#?}");
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// The URL the gateway is given: `redis://127.0.0.1:<port>`, or for a secured server
+    /// `rediss://gateway:<password>@127.0.0.1:<tls port>`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls_port {
+            Some(tls_port) => format!(
+                "rediss://{}:{}@127.0.0.1:{tls_port}",
+                tls::GATEWAY_USER,
+                tls::GATEWAY_PASSWORD
+            ),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The `default` user's password, on a secured server.
+    pub fn admin_password(&self) -> Option<&'static str> {
+        self.tls_port.map(|_| tls::ADMIN_PASSWORD)
     }
 
     /// The process id of the running server.
@@ -151,14 +186,23 @@ impl RedisServer {
     /// Starts the server again on the same port.
     pub fn restart(&self) {
         self.stop();
-        let child = spawn_redis_server(self.port, self.dir.path(), &self.extra)
-            .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
+        let child = spawn_redis_server(
+            self.port,
+            self.dir.path(),
+            &self.extra,
+            self.admin_password(),
+        )
+        .unwrap_or_else(|failure| panic!("redis-server did not restart: {failure}"));
         *self.child.lock().unwrap() = Some(child);
     }
 
     /// A direct fred client to this server, for setting up and checking state.
     pub async fn client(&self) -> Client {
-        let config = fred::types::config::Config::from_url(&self.url()).unwrap();
+        let url = match self.admin_password() {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        };
+        let config = fred::types::config::Config::from_url(&url).unwrap();
         let client = Builder::from_config(config).build().unwrap();
         client.init().await.unwrap();
         client
@@ -174,7 +218,12 @@ impl Drop for RedisServer {
 /// Starts redis-server on `port` with its files in `dir` and waits until it answers as itself:
 /// `INFO server` must report the child's own pid. On failure the child is gone and the error
 /// says who held the port.
-fn spawn_redis_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
+fn spawn_redis_server(
+    port: u16,
+    dir: &std::path::Path,
+    extra: &[String],
+    password: Option<&str>,
+) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string()])
@@ -196,7 +245,7 @@ fn spawn_redis_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Res
             // Most likely the port was taken and the bind failed.
             return Err(format!("redis-server exited at start ({status})"));
         }
-        match server_pid(port) {
+        match server_pid(port, password) {
             Some(pid) if pid == child.id() => return Ok(child),
             Some(pid) => break format!("another redis-server (pid {pid}) answered there"),
             None if Instant::now() > deadline => {
@@ -224,15 +273,28 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// The `process_id` that the redis-server on `port` reports in `INFO server`, or `None` when
-/// nothing answers there as a ready Redis does (refused, an error reply, not RESP).
-fn server_pid(port: u16) -> Option<u32> {
+/// The `process_id` that the redis-server on `port` reports in `INFO server` (after `AUTH
+/// password`, when given), or `None` when nothing answers there as a ready Redis does
+/// (refused, an error reply, not RESP).
+fn server_pid(port: u16, password: Option<&str>) -> Option<u32> {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    if let Some(password) = password {
+        stream
+            .write_all(format!("AUTH {password}\r\n").as_bytes())
+            .ok()?;
+    }
     stream.write_all(b"INFO server\r\n").ok()?;
-    // A bulk string: `$<length>\r\n<text>\r\n`.
     let mut reader = BufReader::new(stream);
+    if password.is_some() {
+        let mut ok = String::new();
+        reader.read_line(&mut ok).ok()?;
+        if !ok.starts_with("+OK") {
+            return None;
+        }
+    }
+    // A bulk string: `$<length>\r\n<text>\r\n`.
     let mut header = String::new();
     reader.read_line(&mut header).ok()?;
     let length: usize = header.strip_prefix('$')?.trim_end().parse().ok()?;
@@ -352,8 +414,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway over `redis_url` with extra command-line `args`, and waits until
-    /// health reports SERVING.
+    /// Starts the gateway over `redis_url` (empty: `args` name Redis) with extra command-line
+    /// `args`, and waits until health reports SERVING.
     pub async fn start(redis_url: &str, args: &[&str]) -> Self {
         let gateway = Self::start_unchecked(redis_url, args).await;
         gateway
@@ -372,7 +434,11 @@ impl Gateway {
             )
             .with_test_writer()
             .try_init();
-        let mut argv = vec!["redis-gateway", "--redis-url", redis_url];
+        // An empty URL: the test names Redis by explicit settings (REDIS_MODE, ...) in `args`.
+        let mut argv = vec!["redis-gateway"];
+        if !redis_url.is_empty() {
+            argv.extend(["--redis-url", redis_url]);
+        }
         // Test defaults, unless the test sets them itself.
         for (flag, value) in [
             ("--health-interval", "100ms"),
