@@ -81,7 +81,13 @@ const FRED_CONNECTION_FAILURES: &[&str] = &[
     "Failed to send command to router",
     "Client is not initialized",
     "Connection closed",
+    // In flight on a connection that dropped, then due again with no attempt left.
+    "Too many failed write attempts",
 ];
+
+/// What fred answers a command it refused to send because its client was not connected
+/// (`fail_fast`); the same words never describe a command that was sent.
+const FRED_NOT_SENT: &str = "Connection closed unexpectedly.";
 
 /// The sentence appended to UNAVAILABLE / DEADLINE_EXCEEDED when a write's fate is unknown.
 const OUTCOME_UNKNOWN: &str =
@@ -140,6 +146,20 @@ impl Error {
             return classified;
         }
         let may_have_applied = idempotency == Idempotency::AtMostOnce;
+        // fred's fail-fast check refused it before sending: no connection was up (e.g. a
+        // cluster client reconnecting while a shard is down). Not sent, so not applied.
+        if err.kind() == &ErrorKind::Canceled && err.details() == FRED_NOT_SENT {
+            return Self::redis_unreachable();
+        }
+        // A MOVED or ASK that fred did not follow (see `Redis::connect`): not run.
+        if crate::redis::is_redirection(&err) {
+            return Self::Unavailable {
+                message: "Redis refused the command (a cluster slot moved and is still moving); \
+                          retry"
+                    .into(),
+                outcome_unknown: false,
+            };
+        }
         // fred refuses keys of several cluster nodes itself, before sending anything.
         if err.kind() == &ErrorKind::Cluster && err.details().contains("same cluster node") {
             return Self::invalid(operands.stored, crate::redis::slots::CROSS_SLOT_ADVICE);
@@ -485,8 +505,8 @@ mod tests {
     fn connection_failures_leave_a_write_unknown() {
         for err in [
             RedisError::new(ErrorKind::IO, "Connection closed."),
-            RedisError::new(ErrorKind::Canceled, "Connection closed unexpectedly."),
             RedisError::new(ErrorKind::Unknown, "Failed to route command."),
+            RedisError::new(ErrorKind::Unknown, "Too many failed write attempts."),
         ] {
             let status = classify(err, Idempotency::AtMostOnce, Operands::default());
             assert_eq!(status.code(), Code::Unavailable);
@@ -503,6 +523,24 @@ mod tests {
         );
         assert_eq!(auth.code(), Code::Unavailable);
         assert!(!auth.message().contains("may or may not"));
+    }
+
+    #[test]
+    fn commands_fred_never_sent_or_the_cluster_redirected_have_a_known_outcome() {
+        for err in [
+            // fred's fail-fast refusal while its client is not connected.
+            RedisError::new(ErrorKind::Canceled, "Connection closed unexpectedly."),
+            // A MOVED or ASK not followed (max_redirections 0).
+            RedisError::new(ErrorKind::Routing, "Too many redirections."),
+        ] {
+            let status = classify(err, Idempotency::AtMostOnce, Operands::default());
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(
+                !status.message().contains("may or may not"),
+                "{}",
+                status.message()
+            );
+        }
     }
 
     #[test]

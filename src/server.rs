@@ -615,7 +615,15 @@ async fn probe_redis(
             () = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let mut reachable = redis.ping(timeout).await;
+        // A cluster that reports itself down refuses every command: not serving.
+        let mut reachable = match redis.cluster_serves(timeout).await {
+            Ok(true) => redis.ping(timeout).await,
+            Ok(false) => Err(Error::Unavailable {
+                message: "the Redis Cluster reports cluster_state:fail".into(),
+                outcome_unknown: false,
+            }),
+            Err(err) => Err(err),
+        };
         if shutdown.is_cancelled() {
             return Ok(());
         }

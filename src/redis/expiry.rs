@@ -17,8 +17,9 @@
 //!   replica. Recording continues `--expiry-resume-window` after the last watcher leaves, so a
 //!   client that reconnects within it misses nothing that is still retained.
 //!
-//! Keyspace notifications are node-local; this module serves a single Redis (Cluster support
-//! subscribes to every primary).
+//! Keyspace notifications are node-local: on a cluster the writer subscribes on every primary,
+//! on each node that connects later (a promoted replica), and checks every two seconds whether
+//! a resharding put slots on a primary it has no connection to yet.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ use super::fanout::{FanoutWatch, StreamEntry, StreamFanout, dedicated_client, lo
 use super::keyspace::KeyspaceEvents;
 use super::locks::random_id;
 use super::scripts::{EXPIRY_APPEND, EXPIRY_WRITER};
+use super::slots::node_name;
 use super::{Call, Namespace, Redis, primaries_or_one, reply_array, reply_i64};
 use crate::error::{Error, Idempotency};
 
@@ -54,6 +56,8 @@ const WRITER_LEASE: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(500);
 /// How often a watcher's call may have a keyspace-flags refusal checked again.
 const KEYSPACE_RECHECK: Duration = Duration::from_secs(5);
+/// How often the recorder on a cluster checks for primaries it is not subscribed at.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(2);
 /// How often missing keyspace flags are looked at again while someone is interested.
 const FLAGS_RECHECK: Duration = Duration::from_secs(30);
 /// Slots in each of fred's nine preallocated notification channels for the writer's
@@ -461,7 +465,13 @@ impl ExpiryFeed {
         let feed = self.clone();
         let redis = redis.clone();
         let subscriber = client.clone();
+        let clustered = client.is_clustered();
         let task = tokio::spawn(async move {
+            // On a cluster: whether a primary serves slots that the subscriber has no
+            // connection to (a resharding onto a new node); fred learns of it only by a
+            // redirection, which a subscriber never gets.
+            let mut topology = tokio::time::interval(TOPOLOGY_CHECK);
+            topology.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Events move from fred's fixed buffer into this backlog at once, while one append
             // (a batch per round trip) is in flight: memory follows the actual backlog.
             let mut pending: VecDeque<(EventKind, Bytes, i64)> = VecDeque::new();
@@ -505,6 +515,9 @@ impl ExpiryFeed {
                             append.await;
                         }
                     }, if appending.is_some() => appending = None,
+                    _ = topology.tick(), if clustered => {
+                        follow_new_primaries(&redis, &subscriber).await;
+                    }
                     connected = connections.recv() => {
                         let Ok(server) = connected else {
                             break;
@@ -680,6 +693,33 @@ pub fn parse_entries(reply: Value) -> Result<Vec<FeedItem>, Error> {
         }
     }
     Ok(items)
+}
+
+/// When the cluster reports a primary that `subscriber` has no connection to, has the pool
+/// and the subscriber read the slot map again: fred then connects the subscriber to the new
+/// node and announces it, and the recorder subscribes there (and sets the keyspace flags on
+/// it) as on any reconnection.
+async fn follow_new_primaries(redis: &Redis, subscriber: &Client) {
+    let Ok(reported) = redis.cluster_primaries(Duration::from_secs(1)).await else {
+        return;
+    };
+    let known: std::collections::BTreeSet<String> = primaries_or_one(subscriber)
+        .iter()
+        .flatten()
+        .map(node_name)
+        .collect();
+    if reported.is_subset(&known) {
+        return;
+    }
+    tracing::info!(
+        ?reported,
+        ?known,
+        "the cluster's primaries changed; following them for key events"
+    );
+    redis.resync_cluster().await;
+    if let Err(err) = subscriber.sync_cluster().await {
+        tracing::warn!(error = %err, "re-reading the cluster's slot map for key events failed");
+    }
 }
 
 /// Subscribes `client` to `channels` on cluster node `node`, or on its one connection.

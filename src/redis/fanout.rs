@@ -139,6 +139,8 @@ pub fn dedicated_builder(fred: FredConfig, timeout: Duration, events: usize) -> 
             connection.connection_timeout = timeout;
             connection.internal_command_timeout = timeout;
             connection.max_command_attempts = 1;
+            // As the pool: a redirection is an error saying so (see `Redis::connect`).
+            connection.max_redirections = 0;
             connection.tcp = TcpConfig {
                 nodelay: Some(true),
                 ..TcpConfig::default()

@@ -147,6 +147,11 @@ impl Links {
                 event = errors.recv() => match event {
                     Ok((error, server)) => {
                         tracing::debug!(%error, ?server, "Redis connection error");
+                        // The cluster lost a slot's every server: its nodes refuse every
+                        // command until it recovers (the health probe sees when).
+                        if error.details().starts_with(CLUSTER_DOWN) {
+                            stats.set_cluster_down(true);
+                        }
                         if self.client_wide_failures {
                             self.mark_failed(index);
                         }
@@ -219,6 +224,12 @@ impl Redis {
                 connection.internal_command_timeout = connect_timeout;
                 // Never replay an in-flight command after a reconnect: writes run at most once.
                 connection.max_command_attempts = 1;
+                // fred counts following a redirection as another attempt, so with one attempt
+                // it would fail the command in a way that reads like a dropped connection.
+                // Instead a MOVED or ASK comes back as "too many redirections" (the node did
+                // not run the command; fred has re-read the slot map) and [`Redis::run`] sends
+                // it again.
+                connection.max_redirections = 0;
                 connection.tcp = TcpConfig {
                     nodelay: Some(true),
                     ..TcpConfig::default()
@@ -400,11 +411,21 @@ impl Redis {
             1
         };
         let mut attempt = 1;
+        let mut redirections = 0u32;
         loop {
             let budget = call.budget();
             if budget.timeout.is_zero() {
                 self.stats.command_failed(CommandErrorKind::Timeout);
                 return Err(Error::DeadlineExceeded {
+                    outcome_unknown: false,
+                });
+            }
+            if self.clustered && self.stats.cluster_down() {
+                self.stats.command_failed(CommandErrorKind::Unavailable);
+                return Err(Error::Unavailable {
+                    message: "the Redis Cluster is down (cluster_state:fail: a slot has no \
+                              serving primary); the command was not sent"
+                        .into(),
                     outcome_unknown: false,
                 });
             }
@@ -433,6 +454,18 @@ impl Redis {
                 Ok(reply) => return Ok(reply),
                 Err(err) => err,
             };
+            if is_redirection(&err) && redirections < MAX_REDIRECTIONS {
+                // The node did not run it (the slot moved, or is moving): send it again,
+                // whatever it is. After a MOVED fred has the new slot map, so at once; an ASK
+                // (the slot is migrating) repeats until the migration is done, so with a
+                // growing pause.
+                redirections += 1;
+                if redirections > 1 {
+                    let pause = Duration::from_millis(1 << redirections.min(6));
+                    tokio::time::sleep(pause.min(budget.timeout)).await;
+                }
+                continue;
+            }
             let timed_out = matches!(err.kind(), ErrorKind::Timeout);
             if attempt < attempts && is_retryable(&err) {
                 self.stats.command_failed(if timed_out {
@@ -509,6 +542,30 @@ impl Redis {
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
         let call = Call::new(Some(timeout), timeout, Namespace::default());
         self.round_trip(&call).await
+    }
+
+    /// On a cluster that was reported down (a `CLUSTERDOWN The cluster is down` reply, which
+    /// fred treats as a broken connection): whether it serves again, by a read of one key sent
+    /// past the refusal in [`Redis::run`]; clears the report when it does. Always true on a
+    /// single Redis, and on a cluster not reported down.
+    pub async fn cluster_serves(&self, timeout: Duration) -> Result<bool, Error> {
+        if !self.clustered || !self.stats.cluster_down() {
+            return Ok(true);
+        }
+        let call = Call::new(Some(timeout), timeout, Namespace::default());
+        let probe = self
+            .run_on(
+                self.pool.next(),
+                &call,
+                Idempotency::Idempotent,
+                |client| async move { client.exists::<u64, _>(CLUSTER_PROBE_KEY).await },
+            )
+            .await;
+        let serves = probe.is_ok();
+        if serves {
+            self.stats.set_cluster_down(false);
+        }
+        Ok(serves)
     }
 
     /// Sends PING within the call's budget and measures the round trip.
@@ -597,6 +654,22 @@ pub(crate) fn on_node(client: WithOptions<Client>, node: Option<&Server>) -> Wit
 }
 
 /// Failures after which an idempotent read may be sent again.
+/// The start of the reply with which a cluster node refuses every command while the cluster
+/// is down (as opposed to `CLUSTERDOWN Hash slot not served`, for one slot).
+const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down";
+
+/// The key the health probe reads to see whether a cluster that was down serves again.
+const CLUSTER_PROBE_KEY: &str = "__gw:cluster-probe";
+
+/// How many redirections (MOVED, ASK) one call follows.
+const MAX_REDIRECTIONS: u32 = 50;
+
+/// Whether fred gave up on a command because the cluster redirected it (MOVED or ASK, with
+/// `max_redirections` 0): the node did not run it.
+pub(crate) fn is_redirection(err: &RedisError) -> bool {
+    err.kind() == &ErrorKind::Routing && err.details().starts_with("Too many redirections")
+}
+
 fn is_retryable(err: &RedisError) -> bool {
     matches!(
         err.kind(),

@@ -5,11 +5,19 @@
 //! not (GetMany, Exists, Delete, the near cache's reads) are split into one command per slot,
 //! sent together (fred pipelines them) and their results put back in request order. On a
 //! single Redis every key is in "one slot" and nothing is split.
+//!
+//! Topology: [`Redis::cluster_primaries`] asks the cluster which primaries serve slots now, so
+//! that connections which never see a redirection (subscribers) can follow a resharding onto a
+//! new primary; [`Redis::resync_cluster`] has the pooled clients read the slot map again.
 
-use fred::types::Key;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use super::Redis;
-use crate::error::Error;
+use fred::prelude::*;
+use fred::types::{Key, Value};
+
+use super::{Call, Namespace, Redis, reply_array};
+use crate::error::{Error, Idempotency};
 
 /// What a refusal says: how to keep keys together.
 pub const CROSS_SLOT_ADVICE: &str = "the keys map to different Redis Cluster slots; give them a \
@@ -40,7 +48,50 @@ pub fn by_slot(keys: &[Key]) -> Vec<(Vec<usize>, Vec<Key>)> {
         .collect()
 }
 
+/// `host:port` of a node, as [`Redis::cluster_primaries`] and fred's slot map name it.
+pub fn node_name(server: &Server) -> String {
+    format!("{}:{}", server.host, server.port)
+}
+
 impl Redis {
+    /// The primaries that serve slots now, as `host:port` (`CLUSTER SLOTS` through the pool:
+    /// one command on an existing connection).
+    pub async fn cluster_primaries(&self, timeout: Duration) -> Result<BTreeSet<String>, Error> {
+        let call = Call::new(None, timeout, Namespace::default());
+        let reply: Value = self
+            .run(&call, Idempotency::Idempotent, |client| async move {
+                client.custom(fred::cmd!("CLUSTER"), vec!["SLOTS"]).await
+            })
+            .await?;
+        let mut primaries = BTreeSet::new();
+        // Each range: [start, end, [host, port, id, ...] (the primary), replicas...].
+        for range in reply_array(reply)? {
+            let Value::Array(fields) = range else {
+                continue;
+            };
+            if let Some(Value::Array(primary)) = fields.get(2)
+                && let (Some(host), Some(port)) = (
+                    primary.first().and_then(Value::as_string),
+                    primary.get(1).and_then(Value::as_i64),
+                )
+            {
+                primaries.insert(format!("{host}:{port}"));
+            }
+        }
+        Ok(primaries)
+    }
+
+    /// Has every pooled client read the cluster's slot map again (after a topology change:
+    /// commands would follow redirections anyway, but per-node work such as the keyspace flags
+    /// goes by the cached map).
+    pub async fn resync_cluster(&self) {
+        for client in self.pool.clients() {
+            if let Err(err) = client.sync_cluster().await {
+                tracing::debug!(error = %err, "re-reading the cluster's slot map failed");
+            }
+        }
+    }
+
     /// INVALID_ARGUMENT naming `field` when, on a cluster, `keys` span more than one slot.
     pub(crate) fn one_slot(&self, field: &str, keys: &[Key]) -> Result<(), Error> {
         let mut slots = keys.iter().map(|key| slot_of(key.as_bytes()));

@@ -5,7 +5,7 @@
 //! runtimes never wait on each other). They are kept whether or not metrics are exported and
 //! cost nothing on a command that succeeds; [`crate::metrics`] reads them at scrape time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fred::clients::Pool;
@@ -71,6 +71,10 @@ pub struct RedisStats {
     /// Every runtime's pool and what the gateway saw of its connections, to read connection
     /// state on demand rather than track it.
     pools: Mutex<Vec<(Pool, Arc<Links>)>>,
+    /// Whether the Redis Cluster reports `cluster_state:fail` (as the health probe last read
+    /// it): its nodes then refuse every command (CLUSTERDOWN), so calls are refused before
+    /// they are sent, their outcome known.
+    cluster_down: AtomicBool,
 }
 
 impl RedisStats {
@@ -87,6 +91,16 @@ impl RedisStats {
     /// Counts `count` reconnects.
     pub(crate) fn reconnected(&self, count: u64) {
         self.reconnects.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Records whether the cluster reports itself down.
+    pub(crate) fn set_cluster_down(&self, down: bool) {
+        self.cluster_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Whether the cluster reported itself down at the last health probe.
+    pub fn cluster_down(&self) -> bool {
+        self.cluster_down.load(Ordering::Relaxed)
     }
 
     /// Reconnects since start.

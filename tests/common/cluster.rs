@@ -38,34 +38,7 @@ impl RedisCluster {
     }
 
     fn start_configured(secured: bool) -> Self {
-        let nodes: Vec<RedisServer> = (0..PRIMARIES * 2)
-            .map(|_| {
-                let bus = free_port().to_string();
-                let mut args = vec![
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-node-timeout",
-                    "2000",
-                ];
-                if secured {
-                    args.extend([
-                        "--tls-cluster",
-                        "yes",
-                        "--tls-replication",
-                        "yes",
-                        "--masterauth",
-                        ADMIN_PASSWORD,
-                    ]);
-                    RedisServer::start_secured(&args)
-                } else {
-                    RedisServer::start_with(&args)
-                }
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..PRIMARIES * 2).map(|_| start_node(secured)).collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.tls_port.unwrap_or(node.port)))
@@ -178,6 +151,74 @@ impl RedisCluster {
         client
     }
 
+    /// Adds a seventh (eighth, ...) node as an empty primary (`redis-cli --cluster add-node`)
+    /// and waits until every node knows it; returns its index.
+    pub fn add_primary(&mut self) -> usize {
+        assert!(!self.secured, "add_primary serves plain clusters");
+        let node = start_node(false);
+        let existing = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .expect("a running node");
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", node.port))
+            .arg(format!("127.0.0.1:{}", existing.port))
+            .output()
+            .expect("run redis-cli --cluster add-node");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster add-node failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.nodes.push(node);
+        self.wait_until_ok(Duration::from_secs(30));
+        self.nodes.len() - 1
+    }
+
+    /// Moves `slots` slots from the primary at `from` to the one at `to` with `redis-cli
+    /// --cluster reshard` (keys migrate with them, while clients keep using the cluster).
+    pub fn reshard(&self, from: usize, to: usize, slots: usize) {
+        let id = |index: usize| self.cli(self.nodes[index].port, &["CLUSTER", "MYID"]);
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", self.nodes[from].port))
+            .args(["--cluster-from", id(from).trim()])
+            .args(["--cluster-to", id(to).trim()])
+            .args(["--cluster-slots", &slots.to_string()])
+            .arg("--cluster-yes")
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.wait_until_ok(Duration::from_secs(30));
+    }
+
+    /// The index of the replica of the primary at `primary` (by CLUSTER NODES).
+    pub fn replica_of(&self, primary: usize) -> usize {
+        let id = self.cli(self.nodes[primary].port, &["CLUSTER", "MYID"]);
+        let nodes = self.cli(self.nodes[primary].port, &["CLUSTER", "NODES"]);
+        let port = nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|fields| fields.len() > 3 && fields[3] == id.trim())
+            .and_then(|fields| {
+                let address = fields[1].split('@').next()?;
+                address.rsplit_once(':')?.1.parse::<u16>().ok()
+            })
+            .expect("the primary has a replica");
+        self.nodes
+            .iter()
+            .position(|node| node.port == port)
+            .expect("the replica is one of the nodes")
+    }
+
     /// The role (`master` or `slave`) node `index` reports.
     pub fn role(&self, index: usize) -> String {
         let replication = self.cli(self.nodes[index].port, &["INFO", "replication"]);
@@ -187,6 +228,46 @@ impl RedisCluster {
             .unwrap_or_default()
             .trim()
             .to_owned()
+    }
+
+    /// For every slot, the index of the node serving it as primary, as a running node sees it
+    /// (one CLUSTER NODES).
+    pub fn slot_owners(&self) -> Vec<Option<usize>> {
+        let asked = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .expect("a running node");
+        let nodes = self.cli(asked.port, &["CLUSTER", "NODES"]);
+        let mut owners = vec![None; 16384];
+        for fields in nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+        {
+            if fields.len() <= 8 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let Some(port) = fields[1]
+                .split('@')
+                .next()
+                .and_then(|address| address.rsplit_once(':'))
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let index = self
+                .nodes
+                .iter()
+                .position(|node| node.port == port || node.tls_port == Some(port));
+            for range in &fields[8..] {
+                for (slot, owner) in owners.iter_mut().enumerate() {
+                    if slot_in(range, slot as u16) {
+                        *owner = index;
+                    }
+                }
+            }
+        }
+        owners
     }
 
     /// The index of the node serving `key`'s slot as primary, as a running node sees it.
@@ -222,6 +303,34 @@ impl RedisCluster {
             .iter()
             .position(|node| node.port == port || node.tls_port == Some(port))
             .expect("the primary is one of the nodes")
+    }
+}
+
+/// Starts one cluster-enabled node (not yet part of a cluster).
+fn start_node(secured: bool) -> RedisServer {
+    let bus = free_port().to_string();
+    let mut args = vec![
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-port",
+        &bus,
+        "--cluster-node-timeout",
+        "2000",
+    ];
+    if secured {
+        args.extend([
+            "--tls-cluster",
+            "yes",
+            "--tls-replication",
+            "yes",
+            "--masterauth",
+            ADMIN_PASSWORD,
+        ]);
+        RedisServer::start_secured(&args)
+    } else {
+        RedisServer::start_with(&args)
     }
 }
 
