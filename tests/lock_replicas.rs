@@ -1,13 +1,14 @@
 //! Locks confirmed by a replica before they are granted (GATEWAY_LOCK_REPLICA_ACKS): with the
 //! replica answering, a granted lock is already on it; with the replica frozen, an acquisition
-//! is refused and released again, never granted; with the setting at 0 nothing waits; and
-//! across a Sentinel failover the fencing tokens keep rising.
+//! is refused and released again, never granted; with the setting at 0 nothing waits; on a
+//! Redis Cluster each lock waits for the replica of its own shard; and across a Sentinel
+//! failover the fencing tokens keep rising.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::cli;
+use common::cluster::{RedisCluster, cli};
 use common::locks::{self, Locks};
 use common::sentinel::{RedisSentinels, wait_for};
 use common::{Gateway, RedisServer, unique_key};
@@ -108,6 +109,69 @@ async fn a_lock_is_granted_only_once_a_replica_has_it() {
         .expect("Acquire")
         .into_inner();
     assert!(granted.acquired);
+}
+
+/// The cluster node index serving lock `name`'s keys as primary.
+fn shard_of_lock(owners: &[Option<usize>], name: &str) -> usize {
+    let key = redis_gateway::redis::Namespace::default().lock_keys(name).lock;
+    owners[usize::from(fred::util::redis_keyslot(key.as_bytes()))].expect("an owner")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_each_lock_waits_for_the_replica_of_its_own_shard() {
+    let cluster = RedisCluster::start();
+    let gateway = Gateway::start(&cluster.url(), &["--lock-replica-timeout", "200ms"]).await;
+    let mut locks = LockClient::new(gateway.channel().await);
+    let owners = cluster.slot_owners();
+    let replica_of_lock = |name: &str| &cluster.nodes[cluster.replica_of(shard_of_lock(&owners, name))];
+
+    // Until the gateway has read every primary's replica count, grants may not wait.
+    let started = Instant::now();
+    while !granted_on_replica(&mut locks, replica_of_lock(&unique_key("probe")), "probe").await {
+        assert!(started.elapsed() < Duration::from_secs(10), "grants never waited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Locks on every shard: each on its shard's replica the moment it is granted.
+    let mut shards = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let name = unique_key("cluster-synced");
+        shards.insert(shard_of_lock(&owners, &name));
+        let granted = locks
+            .acquire(acquire_request(&name))
+            .await
+            .expect("Acquire")
+            .into_inner();
+        assert!(granted.acquired);
+        let on_replica = cli(
+            replica_of_lock(&name).port,
+            &["KEYS", &format!("__gw:lock:*{name}")],
+        );
+        assert!(!on_replica.trim().is_empty(), "{name} granted before its replica had it");
+    }
+    assert_eq!(shards.len(), 3, "the locks covered every shard");
+
+    // One shard's replica frozen: its locks are refused and released; the others' granted.
+    let frozen_shard = shard_of_lock(&owners, &unique_key("any"));
+    let frozen = &cluster.nodes[cluster.replica_of(frozen_shard)];
+    frozen.suspend();
+    let mut refused = 0;
+    let mut granted_elsewhere = 0;
+    for _ in 0..12 {
+        let name = unique_key("cluster-frozen");
+        let reply = locks.acquire(acquire_request(&name)).await;
+        if shard_of_lock(&owners, &name) == frozen_shard {
+            let status = reply.expect_err("its replica confirms nothing");
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("released"), "{status:?}");
+            assert!(!locks::inspect(&mut locks, &name).await.held);
+            refused += 1;
+        } else {
+            assert!(reply.expect("Acquire").into_inner().acquired);
+            granted_elsewhere += 1;
+        }
+    }
+    frozen.resume();
+    assert!(refused > 0 && granted_elsewhere > 0, "{refused} refused, {granted_elsewhere} granted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

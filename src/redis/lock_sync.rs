@@ -9,12 +9,14 @@
 //! caller (UNAVAILABLE, outcome known): nothing is granted that a failover could lose.
 //!
 //! The dedicated connection keeps WAIT, which blocks the connection it is sent on, away from
-//! the pools' pipelines; it is made only once the primary reports a replica (`INFO
+//! the pools' pipelines; it is made only once a primary reports a replica (`INFO
 //! replication`, read every second for `auto`: wait for one replica whenever one is
-//! connected). Not yet on Redis Cluster (WAIT is per node there): locks
-//! on a cluster are granted without it.
+//! connected). On a Redis Cluster, WAIT is per node: the replica counts are read from every
+//! primary, the dedicated connection is a cluster client (one connection per node), and WAIT
+//! goes to the node that ran the script, where it counts that node's replicas.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,7 +25,8 @@ use fred::types::config::Config as FredConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::dedicated_client;
-use super::{Call, Namespace, Redis};
+use super::slots::node_name;
+use super::{Call, Namespace, Redis, on_node};
 use crate::error::{Error, Idempotency};
 
 /// How many replicas must confirm a lock acquisition (GATEWAY_LOCK_REPLICA_ACKS).
@@ -58,8 +61,10 @@ pub struct LockSync {
     acks: ReplicaAcks,
     /// Longest wait for the replicas.
     timeout: Duration,
-    /// Replicas the primary reported connected, as last read.
+    /// Replicas the primary reported connected, as last read (on a single Redis or Sentinel).
     replicas: AtomicU64,
+    /// On a cluster: replicas each primary (`host:port`) reported connected, as last read.
+    replicas_by_node: Mutex<HashMap<String, u64>>,
     /// The dedicated connection, once made.
     client: OnceLock<Client>,
     /// Acquisitions released again because too few replicas confirmed them.
@@ -73,6 +78,7 @@ impl LockSync {
             acks,
             timeout,
             replicas: AtomicU64::new(0),
+            replicas_by_node: Mutex::new(HashMap::new()),
             client: OnceLock::new(),
             undone: AtomicU64::new(0),
         }
@@ -83,11 +89,44 @@ impl LockSync {
         Self::new(ReplicaAcks::Count(0), Duration::ZERO)
     }
 
-    /// Replicas an acquisition must wait for now (0: none).
+    /// Replicas an acquisition must wait for now (0: none), on a single Redis or the primary
+    /// Sentinel names.
     pub fn required(&self) -> u32 {
+        self.required_given(self.replicas.load(Ordering::Relaxed))
+    }
+
+    /// Replicas an acquisition on cluster primary `node` must wait for now (0: none).
+    pub fn required_on(&self, node: &Server) -> u32 {
+        let replicas = self
+            .replicas_by_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&node_name(node))
+            .copied()
+            .unwrap_or(0);
+        self.required_given(replicas)
+    }
+
+    fn required_given(&self, replicas: u64) -> u32 {
         match self.acks {
             ReplicaAcks::Count(count) => count,
-            ReplicaAcks::Auto => u32::from(self.replicas.load(Ordering::Relaxed) > 0),
+            ReplicaAcks::Auto => u32::from(replicas > 0),
+        }
+    }
+
+    /// Whether any acquisition must wait now.
+    fn any_required(&self) -> bool {
+        match self.acks {
+            ReplicaAcks::Count(count) => count > 0,
+            ReplicaAcks::Auto => {
+                self.replicas.load(Ordering::Relaxed) > 0
+                    || self
+                        .replicas_by_node
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .values()
+                        .any(|count| *count > 0)
+            }
         }
     }
 
@@ -101,10 +140,10 @@ impl LockSync {
         self.client.get()
     }
 
-    /// Reads the primary's replica count every second through `redis` (the pool) until
-    /// `shutdown`, and makes the dedicated connection (reconnecting forever) once waits are due:
-    /// a Redis without replicas never gets one. Returns at once when it never waits, or on a
-    /// cluster.
+    /// Reads the primary's (each cluster primary's) replica count every second through `redis`
+    /// (the pool) until `shutdown`, and makes the dedicated connection (reconnecting forever)
+    /// once waits are due: a Redis without replicas never gets one. Returns at once when it
+    /// never waits.
     pub async fn run(
         &self,
         redis: Redis,
@@ -112,7 +151,7 @@ impl LockSync {
         timeout: Duration,
         shutdown: CancellationToken,
     ) {
-        if self.acks == ReplicaAcks::Count(0) || fred.server.is_clustered() {
+        if self.acks == ReplicaAcks::Count(0) {
             return;
         }
         let mut connection = None;
@@ -123,22 +162,27 @@ impl LockSync {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let call = Call::new(None, timeout, Namespace::default());
-            let info = redis
-                .run(&call, Idempotency::Idempotent, |client| async move {
-                    client
-                        .custom::<String, _>(fred::cmd!("INFO"), vec!["replication"])
-                        .await
-                })
-                .await;
-            if let Some(count) = info.ok().as_deref().and_then(connected_replicas) {
-                self.replicas.store(count, Ordering::Relaxed);
+            if redis.clustered() {
+                self.read_cluster_replicas(&redis, timeout).await;
+            } else {
+                let call = Call::new(None, timeout, Namespace::default());
+                let info = redis
+                    .run(&call, Idempotency::Idempotent, |client| async move {
+                        client
+                            .custom::<String, _>(fred::cmd!("INFO"), vec!["replication"])
+                            .await
+                    })
+                    .await;
+                if let Some(count) = info.ok().as_deref().and_then(connected_replicas) {
+                    self.replicas.store(count, Ordering::Relaxed);
+                }
             }
-            if connection.is_none() && self.required() > 0 {
+            if connection.is_none() && self.any_required() {
                 match dedicated_client(&fred, timeout, 16) {
                     Ok(client) => {
-                        connection = Some(client.connect());
-                        let _ = self.client.set(client);
+                        let task = client.connect();
+                        let _ = tokio::time::timeout(timeout, client.wait_for_connect()).await;
+                        connection = Some((task, client));
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "replica-confirmed locks disabled");
@@ -146,13 +190,63 @@ impl LockSync {
                     }
                 }
             }
+            // Handed to acquisitions once connected (on a cluster: with its slot map), so
+            // that none is sent on a connection still being made.
+            if let Some((_, client)) = &connection
+                && self.client.get().is_none()
+                && client.is_connected()
+            {
+                let _ = self.client.set(client.clone());
+            }
         }
         if let Some(client) = self.client.get() {
             let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
         }
-        if let Some(connection) = connection {
+        if let Some((connection, _)) = connection {
             connection.abort();
         }
+    }
+}
+
+impl LockSync {
+    /// Reads every cluster primary's replica count (`INFO replication` on each, at once).
+    async fn read_cluster_replicas(&self, redis: &Redis, timeout: Duration) {
+        let reads = redis.primaries().into_iter().map(|node| async move {
+            let call = Call::new(None, timeout, Namespace::default());
+            let info = redis
+                .run(&call, Idempotency::Idempotent, |client| {
+                    let node = node.clone();
+                    async move {
+                        on_node(client, Some(&node))
+                            .custom::<String, _>(fred::cmd!("INFO"), vec!["replication"])
+                            .await
+                    }
+                })
+                .await;
+            (node_name(&node), info)
+        });
+        let mut counts = HashMap::new();
+        let previous = self
+            .replicas_by_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (node, info) in futures_util::future::join_all(reads).await {
+            // Unreadable now: keep the last count, so that a slow node is not taken for one
+            // without replicas.
+            let count = info
+                .ok()
+                .as_deref()
+                .and_then(connected_replicas)
+                .or_else(|| previous.get(&node).copied());
+            if let Some(count) = count {
+                counts.insert(node, count);
+            }
+        }
+        *self
+            .replicas_by_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
     }
 }
 

@@ -14,7 +14,7 @@ use fred::interfaces::ClientLike as _;
 use super::keys::LockKeys;
 use super::lock_sync::unconfirmed;
 use super::scripts::LOCK;
-use super::{Call, Redis, reply_array, reply_i64, run_script};
+use super::{Call, Redis, on_node, reply_array, reply_i64, run_script};
 use crate::error::{Error, Idempotency};
 
 /// The pub/sub channel on which a release names the waiter to wake. One per Redis deployment
@@ -122,7 +122,17 @@ impl Redis {
             Value::from(WAITER_LEASE.as_millis().to_string()),
             Value::from(LOCK_WAKE_CHANNEL),
         ];
-        let required = self.lock_sync().required();
+        // On a cluster, WAIT counts the replicas of the node it is sent to, so the script and
+        // WAIT both go to the node serving the lock's slot (a node that no longer serves it
+        // refuses the script: MOVED).
+        let node = self
+            .clustered()
+            .then(|| self.node_of(lock.lock.as_bytes()))
+            .flatten();
+        let required = match &node {
+            Some(node) => self.lock_sync().required_on(node),
+            None => self.lock_sync().required(),
+        };
         let (reply, acked) = match self.lock_sync().client().filter(|_| required > 0) {
             None => {
                 let reply = self
@@ -136,6 +146,7 @@ impl Redis {
                 let wait_ms = self.lock_sync().timeout().as_millis().max(1).to_string();
                 let default_timeout = self.command_timeout();
                 self.run_on(client, call, Idempotency::AtMostOnce, |client| async move {
+                    let client = on_node(client, node.as_ref());
                     let reply =
                         run_script(client.clone(), &LOCK, keys(lock), args, default_timeout)
                             .await?;

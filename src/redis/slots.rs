@@ -81,6 +81,17 @@ impl Redis {
         Ok(primaries)
     }
 
+    /// The primary serving `key`'s slot, by the pool's slot map (`None` on a single Redis or
+    /// before the map is known).
+    pub(crate) fn node_of(&self, key: &[u8]) -> Option<Server> {
+        self.pool
+            .clients()
+            .first()?
+            .cached_cluster_state()?
+            .get_server(slot_of(key))
+            .cloned()
+    }
+
     /// Has every pooled client read the cluster's slot map again (after a topology change:
     /// commands would follow redirections anyway, but per-node work such as the keyspace flags
     /// goes by the cached map).
