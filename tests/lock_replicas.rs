@@ -113,7 +113,9 @@ async fn a_lock_is_granted_only_once_a_replica_has_it() {
 
 /// The cluster node index serving lock `name`'s keys as primary.
 fn shard_of_lock(owners: &[Option<usize>], name: &str) -> usize {
-    let key = redis_gateway::redis::Namespace::default().lock_keys(name).lock;
+    let key = redis_gateway::redis::Namespace::default()
+        .lock_keys(name)
+        .lock;
     owners[usize::from(fred::util::redis_keyslot(key.as_bytes()))].expect("an owner")
 }
 
@@ -123,12 +125,16 @@ async fn on_a_cluster_each_lock_waits_for_the_replica_of_its_own_shard() {
     let gateway = Gateway::start(&cluster.url(), &["--lock-replica-timeout", "200ms"]).await;
     let mut locks = LockClient::new(gateway.channel().await);
     let owners = cluster.slot_owners();
-    let replica_of_lock = |name: &str| &cluster.nodes[cluster.replica_of(shard_of_lock(&owners, name))];
+    let replica_of_lock =
+        |name: &str| &cluster.nodes[cluster.replica_of(shard_of_lock(&owners, name))];
 
     // Until the gateway has read every primary's replica count, grants may not wait.
     let started = Instant::now();
     while !granted_on_replica(&mut locks, replica_of_lock(&unique_key("probe")), "probe").await {
-        assert!(started.elapsed() < Duration::from_secs(10), "grants never waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "grants never waited"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Locks on every shard: each on its shard's replica the moment it is granted.
@@ -146,7 +152,10 @@ async fn on_a_cluster_each_lock_waits_for_the_replica_of_its_own_shard() {
             replica_of_lock(&name).port,
             &["KEYS", &format!("__gw:lock:*{name}")],
         );
-        assert!(!on_replica.trim().is_empty(), "{name} granted before its replica had it");
+        assert!(
+            !on_replica.trim().is_empty(),
+            "{name} granted before its replica had it"
+        );
     }
     assert_eq!(shards.len(), 3, "the locks covered every shard");
 
@@ -171,7 +180,10 @@ async fn on_a_cluster_each_lock_waits_for_the_replica_of_its_own_shard() {
         }
     }
     frozen.resume();
-    assert!(refused > 0 && granted_elsewhere > 0, "{refused} refused, {granted_elsewhere} granted");
+    assert!(
+        refused > 0 && granted_elsewhere > 0,
+        "{refused} refused, {granted_elsewhere} granted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,8 @@
 //! goes to the node that ran the script, where it counts that node's replicas.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::*;
