@@ -77,6 +77,20 @@ pub enum RedisMode {
     Sentinel,
 }
 
+/// Whether callers must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Bearer tokens of the auth file (GATEWAY_AUTH_FILE).
+    Token,
+    /// No authentication: anyone who reaches the port may do anything. Needed to listen on
+    /// a non-loopback address without an auth file.
+    None,
+}
+
+/// The services reachable without a token unless configured otherwise.
+pub const DEFAULT_OPEN_SERVICES: &str = "grpc.health.v1.Health,grpc.reflection.v1.ServerReflection,\
+grpc.reflection.v1alpha.ServerReflection";
+
 /// Every setting of the gateway. Flags and environment variables are equivalent; a flag wins.
 #[derive(Clone, Parser)]
 #[command(
@@ -94,6 +108,20 @@ pub struct Config {
     /// "serving metrics addr=...").
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// The auth file (TOML): one `[[client]]` per caller with `name`, `token_sha256` (hex
+    /// SHA-256 of its bearer token), `namespace` and `permissions`. Re-read when it changes.
+    #[arg(long, env = "GATEWAY_AUTH_FILE", value_name = "TOML")]
+    pub auth_file: Option<PathBuf>,
+
+    /// `token` (the default with GATEWAY_AUTH_FILE) or `none`. Without an auth file the
+    /// gateway serves only on a loopback address unless this is `none`.
+    #[arg(long, env = "GATEWAY_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// gRPC services callable without a token (comma-separated; empty: none).
+    #[arg(long, env = "GATEWAY_AUTH_OPEN_SERVICES", value_delimiter = ',', default_value = DEFAULT_OPEN_SERVICES)]
+    pub auth_open_services: Vec<String>,
 
     /// Redis to use, as a URL: `redis://[user:password@]host:port[/db]`,
     /// `redis-cluster://host:port?node=host2:port2`, `redis-sentinel://host:port/db?
@@ -339,6 +367,7 @@ impl Config {
             ));
         }
         self.validate_redis_target()?;
+        self.validate_auth()?;
         if let Some(metrics) = self.metrics_listen
             && metrics.port() != 0
             && metrics.port() == self.listen.port()
@@ -492,6 +521,39 @@ impl Config {
 }
 
 impl Config {
+    /// Checks the authentication settings: secure by default.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        match (self.auth, &self.auth_file) {
+            (Some(AuthMode::None), Some(_)) => Err(ConfigError::new(
+                "--auth / GATEWAY_AUTH",
+                "is `none` but GATEWAY_AUTH_FILE is set: use one or the other",
+            )),
+            (Some(AuthMode::Token), None) => Err(ConfigError::new(
+                "--auth-file / GATEWAY_AUTH_FILE",
+                "is required with GATEWAY_AUTH=token",
+            )),
+            (None, None) if !self.listen.ip().is_loopback() => Err(ConfigError::new(
+                "--auth-file / GATEWAY_AUTH_FILE",
+                format!(
+                    "is required to listen on {} (not a loopback address): without it anyone \
+                     who reaches the port could read and write every key. Set GATEWAY_AUTH=none \
+                     to serve without authentication anyway",
+                    self.listen
+                ),
+            )),
+            (_, Some(file)) if !file.is_file() => Err(ConfigError::new(
+                "--auth-file / GATEWAY_AUTH_FILE",
+                format!("{} is not a readable file", file.display()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether callers must present a token.
+    pub fn auth_required(&self) -> bool {
+        self.auth_file.is_some()
+    }
+
     /// Checks how Redis is reached: the URL or the explicit mode and nodes, and TLS.
     fn validate_redis_target(&self) -> Result<(), ConfigError> {
         const URL: &str = "--redis-url / REDIS_URL";
@@ -623,6 +685,9 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("metrics_listen", &self.metrics_listen)
+            .field("auth_file", &self.auth_file)
+            .field("auth", &self.auth)
+            .field("auth_open_services", &self.auth_open_services)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_mode", &self.redis_mode)
             .field("redis_nodes", &self.redis_nodes)
@@ -914,6 +979,25 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert!(err.setting.contains(setting), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn serving_beyond_loopback_needs_auth_or_an_explicit_none() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["redis-gateway"];
+            all.extend_from_slice(args);
+            Config::parse_from(all).validate()
+        };
+        assert!(parse(&["--listen", "127.0.0.1:1"]).is_ok());
+        assert!(parse(&["--listen", "[::1]:1"]).is_ok());
+        let err = parse(&["--listen", "0.0.0.0:1"]).unwrap_err();
+        assert!(err.setting.contains("GATEWAY_AUTH_FILE"), "{err}");
+        assert!(parse(&["--listen", "0.0.0.0:1", "--auth", "none"]).is_ok());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
+        assert!(parse(&["--listen", "0.0.0.0:1", "--auth-file", path]).is_ok());
+        assert!(parse(&["--auth", "none", "--auth-file", path]).is_err());
+        assert!(parse(&["--auth", "token"]).is_err());
     }
 
     #[test]

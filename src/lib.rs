@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: bearer tokens from the auth file, permissions per RPC and each client's
+//!   namespace, checked by one tower layer before any handler runs.
 //! - [`codec`]: prost, with undecodable requests reported as INVALID_ARGUMENT.
 //! - [`config`]: every setting, as flags and environment variables (clap), and their checks.
 //! - [`server`]: wiring — runtimes, services, health, reflection, the Redis health probe,
@@ -48,6 +50,7 @@
 //! and h2load). So the default is one runtime per two cores, one connection each; more
 //! runtimes pay off where the gateway has cores to itself.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod error;

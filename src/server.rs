@@ -35,6 +35,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{Auth, AuthLayer};
 use crate::config::{Config, RedisMode, redact_url};
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
@@ -86,6 +87,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The auth file is unreadable or invalid.
+    #[error("invalid setting --auth-file / GATEWAY_AUTH_FILE: {0}")]
+    Auth(String),
 }
 
 impl ServeError {
@@ -93,7 +97,9 @@ impl ServeError {
     /// 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Embedded(EmbeddedError::NotInstalled { .. }) | Self::UnsupportedRedis { .. } => 2,
+            Self::Embedded(EmbeddedError::NotInstalled { .. })
+            | Self::UnsupportedRedis { .. }
+            | Self::Auth(_) => 2,
             _ => 1,
         }
     }
@@ -239,6 +245,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let auth = match &config.auth_file {
+        Some(path) => {
+            let auth =
+                Auth::load(path, config.auth_open_services.clone()).map_err(ServeError::Auth)?;
+            tracing::info!(clients = auth.clients().len(), path = %path.display(), "callers authenticate with bearer tokens");
+            Some(Arc::new(auth))
+        }
+        None => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "serving WITHOUT authentication on a non-loopback address (GATEWAY_AUTH=none): \
+                     anyone who reaches it can read and write every key"
+                );
+            }
+            None
+        }
+    };
     let embedded = if config.embedded_redis {
         Some(EmbeddedRedis::start(&config.redis_server_bin, &config.embedded_redis_dir).await?)
     } else {
@@ -253,7 +277,7 @@ pub async fn run(
         connections_per_runtime = connections,
         "connecting to Redis"
     );
-    let outcome = serve_all(&config, listeners, &shutdown, fred_config).await;
+    let outcome = serve_all(&config, listeners, &shutdown, fred_config, auth).await;
     shutdown.cancel();
     if let Some(embedded) = embedded {
         embedded.stop().await;
@@ -269,13 +293,19 @@ async fn serve_all(
     listeners: Listeners,
     shutdown: &CancellationToken,
     fred_config: FredConfig,
+    auth: Option<Arc<Auth>>,
 ) -> Result<(), ServeError> {
     let Listeners {
         grpc: listener,
         metrics: metrics_listener,
     } = listeners;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(config, shutdown.clone()));
+    let mut shared = Shared::new(config, shutdown.clone());
+    if let Some(auth) = &auth {
+        shared.tasks.spawn(auth.clone().watch(shutdown.clone()));
+    }
+    shared.auth = auth;
+    let shared = Arc::new(shared);
     // Served from the start: while Redis is unreachable is when the metrics matter most.
     let metrics = match metrics_listener {
         Some(metrics_listener) => {
@@ -526,7 +556,9 @@ impl<H: HealthApi> Worker<H> {
             // Counts calls in flight; measures them too when the metrics endpoint is on.
             .layer(CallLayer::new(shared.stats.add_runtime(
                 self.metrics.as_ref().map(|metrics| metrics.add_runtime()),
-            )));
+            )))
+            // Tokens and permissions, before any handler (refusals are counted above).
+            .layer(AuthLayer::new(shared.auth.clone()));
         let health = self.health.clone();
         let stop_accepting = {
             let shutdown = shutdown.clone();

@@ -8,6 +8,7 @@ use super::kv_convert::{
     expire_condition, set_condition, transaction, transaction_response, ttl_status,
 };
 use super::{Context, ResponseStream, optional_values};
+use crate::auth::Permission;
 use crate::error::Error;
 use crate::limits::glob_pattern;
 use crate::pb::key_value_compare_and_swap_request::Expectation as PbExpectation;
@@ -53,6 +54,10 @@ impl KeyValue for KeyValueService {
         request: Request<pb::KeyValueGetRequest>,
     ) -> Result<Response<pb::KeyValueGetResponse>, Status> {
         let call = self.context.call(&request);
+        if request.get_ref().refresh_ttl.is_some() {
+            // Refreshing the TTL writes.
+            self.context.require(&request, Permission::Write)?;
+        }
         let request = request.into_inner();
         let limits = self.context.limits();
         limits.key("key", &request.key)?;

@@ -27,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
+use crate::auth::{Permission, Principal};
 use crate::config::Config;
+use crate::error::Error;
 use crate::limits::Limits;
 use crate::redis::call::parse_grpc_timeout;
 use crate::redis::expiry::{ExpiryFeed, FeedSettings};
@@ -65,6 +67,8 @@ pub struct Shared {
     pub near_cache: Arc<NearCache>,
     /// Replica-confirmed lock acquisitions (every runtime's [`Redis`] holds it too).
     pub lock_sync: Arc<LockSync>,
+    /// The auth file's clients, when callers authenticate.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -108,6 +112,7 @@ impl Shared {
                 config.lock_replica_acks,
                 config.lock_replica_timeout,
             )),
+            auth: None,
         }
     }
 }
@@ -193,9 +198,31 @@ impl Context {
         &self.shared.limits
     }
 
-    /// The per-call context of a request: its gRPC deadline and the caller's namespace.
+    /// The per-call context of a request: its gRPC deadline and the caller's namespace (the
+    /// authenticated client's, or the whole keyspace when callers do not authenticate).
     pub fn call<T>(&self, request: &Request<T>) -> Call {
-        call_context(request.metadata(), self.redis.command_timeout())
+        let namespace = request
+            .extensions()
+            .get::<Arc<Principal>>()
+            .map(|principal| principal.namespace.clone())
+            .unwrap_or_default();
+        call_context(request.metadata(), self.redis.command_timeout(), namespace)
+    }
+
+    /// Refuses the call unless its caller may do what `permission` covers (always allowed
+    /// when callers do not authenticate): for what a request's fields add to its method's
+    /// permission, e.g. a Get that also refreshes the TTL.
+    pub fn require<T>(&self, request: &Request<T>, permission: Permission) -> Result<(), Error> {
+        match request.extensions().get::<Arc<Principal>>() {
+            Some(principal) if !principal.allows(permission) => {
+                Err(Error::PermissionDenied(format!(
+                    "client `{}` lacks the `{}` permission this request needs",
+                    principal.name,
+                    permission.name()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -227,10 +254,10 @@ fn duration(value: Duration) -> prost_types::Duration {
 }
 
 /// The per-call context of a request with `metadata`.
-fn call_context(metadata: &MetadataMap, command_timeout: Duration) -> Call {
+fn call_context(metadata: &MetadataMap, command_timeout: Duration, namespace: Namespace) -> Call {
     let grpc_timeout = metadata
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout);
-    Call::new(grpc_timeout, command_timeout, Namespace::default())
+    Call::new(grpc_timeout, command_timeout, namespace)
 }
