@@ -109,6 +109,20 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// PEM certificate chain the gRPC port serves TLS with (with GATEWAY_TLS_KEY); unset: no
+    /// TLS.
+    #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of GATEWAY_TLS_CERT.
+    #[arg(long, env = "GATEWAY_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle that clients' certificates must chain to: set, every client must present
+    /// one (mTLS).
+    #[arg(long, env = "GATEWAY_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// The auth file (TOML): one `[[client]]` per caller with `name`, `token_sha256` (hex
     /// SHA-256 of its bearer token), `namespace` and `permissions`. Re-read when it changes.
     #[arg(long, env = "GATEWAY_AUTH_FILE", value_name = "TOML")]
@@ -368,6 +382,7 @@ impl Config {
         }
         self.validate_redis_target()?;
         self.validate_auth()?;
+        self.validate_tls()?;
         if let Some(metrics) = self.metrics_listen
             && metrics.port() != 0
             && metrics.port() == self.listen.port()
@@ -521,6 +536,43 @@ impl Config {
 }
 
 impl Config {
+    /// Checks the gRPC port's TLS files: certificate and key together, a client CA only with
+    /// them, each a readable file.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::new(
+                "--tls-cert / GATEWAY_TLS_CERT, --tls-key / GATEWAY_TLS_KEY",
+                "the gRPC port's certificate needs its key, and a key its certificate: set both",
+            ));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::new(
+                "--tls-client-ca / GATEWAY_TLS_CLIENT_CA",
+                "needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY: client certificates are checked \
+                 during a TLS handshake",
+            ));
+        }
+        let files = [
+            ("--tls-cert / GATEWAY_TLS_CERT", &self.tls_cert),
+            ("--tls-key / GATEWAY_TLS_KEY", &self.tls_key),
+            (
+                "--tls-client-ca / GATEWAY_TLS_CLIENT_CA",
+                &self.tls_client_ca,
+            ),
+        ];
+        for (setting, file) in files {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the authentication settings: secure by default.
     fn validate_auth(&self) -> Result<(), ConfigError> {
         match (self.auth, &self.auth_file) {
@@ -685,6 +737,9 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("metrics_listen", &self.metrics_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
             .field("auth_file", &self.auth_file)
             .field("auth", &self.auth)
             .field("auth_open_services", &self.auth_open_services)

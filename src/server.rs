@@ -29,8 +29,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
@@ -87,6 +87,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The gRPC port's TLS files are unreadable.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     /// The auth file is unreadable or invalid.
     #[error("invalid setting --auth-file / GATEWAY_AUTH_FILE: {0}")]
     Auth(String),
@@ -99,7 +102,8 @@ impl ServeError {
         match self {
             Self::Embedded(EmbeddedError::NotInstalled { .. })
             | Self::UnsupportedRedis { .. }
-            | Self::Auth(_) => 2,
+            | Self::Auth(_)
+            | Self::Tls(_) => 2,
             _ => 1,
         }
     }
@@ -263,6 +267,16 @@ pub async fn run(
             None
         }
     };
+    // Bad TLS material stops the gateway here, before anything connects.
+    if let Some(tls) = tls_config(&config)? {
+        Server::builder()
+            .tls_config(tls)
+            .map_err(|err| ServeError::Tls(format!("GATEWAY_TLS_CERT / GATEWAY_TLS_KEY: {err}")))?;
+        tracing::info!(
+            client_certificates = config.tls_client_ca.is_some(),
+            "the gRPC port serves TLS"
+        );
+    }
     let embedded = if config.embedded_redis {
         Some(EmbeddedRedis::start(&config.redis_server_bin, &config.embedded_redis_dir).await?)
     } else {
@@ -548,7 +562,11 @@ impl<H: HealthApi> Worker<H> {
             .add_service(session)
             .add_service(lock)
             .add_service(monitor);
-        let mut server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls_config(&self.config)? {
+            builder = builder.tls_config(tls)?;
+        }
+        let mut server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             // A span per call, at debug level: free when the log level is info.
@@ -700,6 +718,28 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         builder = builder.with_service_name(*service);
     }
     builder
+}
+
+/// The gRPC port's TLS (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY), requiring client certificates
+/// that chain to GATEWAY_TLS_CLIENT_CA when set; `None` without TLS.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |setting: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|err| ServeError::Tls(format!("{setting} ({}): {err}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("GATEWAY_TLS_CERT", cert)?,
+        read("GATEWAY_TLS_KEY", key)?,
+    ));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("GATEWAY_TLS_CLIENT_CA", ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(Some(tls))
 }
 
 /// Where the gateway connects, for the log; never shows a password.

@@ -1,0 +1,194 @@
+//! TLS on the gRPC port (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) and client certificates
+//! (GATEWAY_TLS_CLIENT_CA): a client that trusts the gateway's CA is served; a plaintext
+//! client and one trusting another CA are refused; with mTLS a client without a certificate is
+//! refused and one with a certificate the CA signed is served.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::tls::TlsFiles;
+use common::{Gateway, RedisServer, unique_key};
+use redis_gateway::pb;
+use redis_gateway::pb::key_value_client::KeyValueClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// How a test client connects.
+enum Client {
+    Plaintext,
+    /// TLS trusting `ca`, presenting the client certificate when `with_certificate`.
+    Tls {
+        ca: &'static std::path::Path,
+        with_certificate: bool,
+    },
+}
+
+/// A channel to the gateway at `gateway` as `client`; `Err` when it cannot be made or the
+/// first call fails.
+async fn served(gateway: &Gateway, client: Client) -> Result<(), String> {
+    let port = gateway.addr.port();
+    let channel = match client {
+        Client::Plaintext => Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .map_err(|err| err.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|err| format!("connect: {err:?}"))?,
+        Client::Tls {
+            ca,
+            with_certificate,
+        } => {
+            let files = TlsFiles::shared();
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("CA")))
+                .domain_name("localhost");
+            if with_certificate {
+                tls = tls.identity(Identity::from_pem(
+                    std::fs::read(&files.client_cert).expect("client cert"),
+                    std::fs::read(&files.client_key).expect("client key"),
+                ));
+            }
+            Channel::from_shared(format!("https://127.0.0.1:{port}"))
+                .map_err(|err| err.to_string())?
+                .tls_config(tls)
+                .map_err(|err| format!("TLS config: {err:?}"))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .map_err(|err| format!("connect: {err:?}"))?
+        }
+    };
+    let key = unique_key("tls");
+    let mut kv = KeyValueClient::new(channel);
+    kv.set(pb::KeyValueSetRequest {
+        key: key.clone(),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    })
+    .await
+    .map_err(|status| format!("Set: {status:?}"))?;
+    let read = kv
+        .get(pb::KeyValueGetRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| format!("Get: {status:?}"))?
+        .into_inner();
+    assert_eq!(read.value, "v");
+    Ok(())
+}
+
+/// Starts a gateway serving TLS with the test server certificate (and `extra` flags), and
+/// waits until it serves, asking over TLS.
+async fn start_tls_gateway(redis: &RedisServer, extra: &[&str]) -> Gateway {
+    let files = TlsFiles::shared();
+    let cert = files.server_cert.display().to_string();
+    let key = files.server_key.display().to_string();
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(extra);
+    let gateway = Gateway::start_unchecked(&redis.url(), &args).await;
+    let port = gateway.addr.port();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&files.ca).expect("CA")))
+        .domain_name("localhost");
+    tls = tls.identity(Identity::from_pem(
+        std::fs::read(&files.client_cert).expect("client cert"),
+        std::fs::read(&files.client_key).expect("client key"),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = async {
+            let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
+                .ok()?
+                .tls_config(tls.clone())
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .ok()?;
+            Some(reply.into_inner().status())
+        }
+        .await;
+        if status == Some(ServingStatus::Serving) {
+            return gateway;
+        }
+        assert!(Instant::now() < deadline, "the TLS gateway never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_that_trust_the_ca_are_served_and_others_are_refused() {
+    let redis = RedisServer::start();
+    let gateway = start_tls_gateway(&redis, &[]).await;
+    let files = TlsFiles::shared();
+    served(
+        &gateway,
+        Client::Tls {
+            ca: &files.ca,
+            with_certificate: false,
+        },
+    )
+    .await
+    .expect("a client trusting the CA is served");
+    let plaintext = served(&gateway, Client::Plaintext).await;
+    assert!(plaintext.is_err(), "a plaintext client was served");
+    let wrong_ca = served(
+        &gateway,
+        Client::Tls {
+            ca: &files.other_ca,
+            with_certificate: false,
+        },
+    )
+    .await;
+    assert!(wrong_ca.is_err(), "a client trusting another CA was served");
+    // The refusals did not hurt the server.
+    served(
+        &gateway,
+        Client::Tls {
+            ca: &files.ca,
+            with_certificate: false,
+        },
+    )
+    .await
+    .expect("still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_required_only_a_client_with_one_is_served() {
+    let redis = RedisServer::start();
+    let files = TlsFiles::shared();
+    let client_ca = files.ca.display().to_string();
+    let gateway = start_tls_gateway(&redis, &["--tls-client-ca", &client_ca]).await;
+    let without = served(
+        &gateway,
+        Client::Tls {
+            ca: &files.ca,
+            with_certificate: false,
+        },
+    )
+    .await;
+    assert!(
+        without.is_err(),
+        "a client without a certificate was served"
+    );
+    served(
+        &gateway,
+        Client::Tls {
+            ca: &files.ca,
+            with_certificate: true,
+        },
+    )
+    .await
+    .expect("a client with a certificate the CA signed is served");
+}
