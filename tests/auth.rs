@@ -494,3 +494,87 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&temporary, text).expect("write");
     std::fs::rename(&temporary, path).expect("rename");
 }
+
+/// Random keys and patterns (glob characters, escapes, braces, delimiters, NUL, unicode) sent
+/// by tenant B through the gateway to a real Redis never reach tenant A's keys.
+#[test]
+fn random_keys_and_patterns_of_one_tenant_never_reach_another() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let setup = runtime.block_on(Setup::start());
+    let mut kv = runtime.block_on(setup.kv());
+    let a_keys = ["secret", "x", "*", "{b}x", "tenant-b:y", "a\\*"];
+    for key in a_keys {
+        runtime
+            .block_on(kv.set(as_client(TENANT_A, set(key, "a-only"))))
+            .expect("Set");
+    }
+    runtime
+        .block_on(kv.set(as_client(TENANT_B, set("own", "b"))))
+        .expect("Set");
+    let tricky = prop::collection::vec(
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                '*', '?', '[', ']', '^', '-', '\\', '{', '}', ':', '/', '.', '\0', 'a', 's', 'x',
+                't', 'e', 'n', 'é',
+            ]),
+            1 => any::<char>(),
+        ],
+        1..20,
+    )
+    .prop_map(|chars| chars.into_iter().collect::<String>());
+    let cases = 300;
+    let mut runner = TestRunner::new(Config::with_cases(cases));
+    runner
+        .run(&(tricky.clone(), tricky), |(pattern, key)| {
+            runtime.block_on(async {
+                let mut kv = kv.clone();
+                // Scan: an invalid pattern may be refused, but nothing of A's ever comes back.
+                if let Ok(response) = kv
+                    .scan(as_client(
+                        TENANT_B,
+                        pb::KeyValueScanRequest {
+                            pattern: pattern.clone(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                {
+                    let mut pages = response.into_inner();
+                    while let Ok(Some(page)) = pages.message().await {
+                        for found in page.keys {
+                            prop_assert_eq!(found.as_str(), "own", "pattern {:?}", pattern);
+                        }
+                    }
+                }
+                match kv.get(as_client(TENANT_B, get(&key))).await {
+                    Ok(read) => prop_assert!(
+                        read.get_ref().value != "a-only",
+                        "tenant B read A's value through {:?}",
+                        key
+                    ),
+                    Err(status) => prop_assert_eq!(status.code(), Code::InvalidArgument),
+                }
+                Ok(())
+            })
+        })
+        .expect("tenant B stayed in its namespace");
+    // A's keys are all still there.
+    for key in a_keys {
+        let read = runtime
+            .block_on(kv.get(as_client(TENANT_A, get(key))))
+            .expect("Get")
+            .into_inner();
+        assert_eq!(read.value, "a-only", "{key}");
+    }
+    println!("{cases} random patterns and keys of tenant B tried against a real Redis");
+    drop(kv);
+    drop(setup);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}

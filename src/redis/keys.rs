@@ -241,6 +241,113 @@ pub fn session_tag_of(session_id: &str) -> &str {
     session_id.get(..4).unwrap_or(session_id)
 }
 
+/// Property tests: whatever a tenant sends, its keys and patterns stay inside its namespace.
+#[cfg(test)]
+mod namespace_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::validate_namespace;
+    use crate::redis::glob;
+
+    /// Characters that matter to globs, prefixes, hash tags and C strings, mixed with any.
+    fn tricky() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(vec![
+                    '*', '?', '[', ']', '^', '-', '\\', '{', '}', ':', '/', '.', '\0', 'a', 'b',
+                    't', '1', '_', 'é', '\u{10FFFF}',
+                ]),
+                1 => any::<char>(),
+            ],
+            0..24,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn namespace() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.-]{1,12}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// A key is stored under the prefix and named back unchanged (unless it is internal).
+        #[test]
+        fn keys_stay_under_the_prefix(ns in namespace(), key in tricky()) {
+            let namespace = Namespace::new(format!("{ns}:"));
+            let stored = namespace.key(key.clone());
+            prop_assert!(stored.as_bytes().starts_with(namespace.prefix().as_bytes()));
+            let named = namespace.strip(stored.as_bytes());
+            if is_internal(&key) {
+                prop_assert_eq!(named, None);
+            } else {
+                prop_assert_eq!(named, Some(key.as_str()));
+            }
+        }
+
+        /// No pattern matches a key outside the namespace: neither another tenant's (whose
+        /// name may extend this one's, as `t1` and `t10`) nor one without any prefix.
+        #[test]
+        fn patterns_never_match_outside_the_namespace(
+            ns in namespace(),
+            other in namespace(),
+            pattern in tricky(),
+            rest in tricky(),
+        ) {
+            let namespace = Namespace::new(format!("{ns}:"));
+            let confined = namespace.pattern(&pattern);
+            for outside in [
+                format!("{other}:{rest}"),
+                format!("{ns}{other}:{rest}"),
+                format!("{ns}{rest}"),
+                rest.clone(),
+            ] {
+                if outside.as_bytes().starts_with(namespace.prefix().as_bytes()) {
+                    continue;
+                }
+                prop_assert!(
+                    !glob::matches(confined.as_bytes(), outside.as_bytes()),
+                    "{confined:?} matched {outside:?}"
+                );
+            }
+            // And what it matches inside, it matches as the caller's pattern would.
+            let inside = format!("{ns}:{rest}");
+            prop_assert_eq!(
+                glob::matches(confined.as_bytes(), inside.as_bytes()),
+                glob::matches(pattern.as_bytes(), rest.as_bytes())
+            );
+        }
+
+        /// A namespace the auth file accepts holds no delimiter, glob character or brace.
+        #[test]
+        fn accepted_namespaces_hold_nothing_that_could_widen_them(ns in tricky()) {
+            if validate_namespace(&ns).is_ok() {
+                let forbidden = [':', '*', '?', '[', ']', '\\', '{', '}', '\0'];
+                prop_assert!(!ns.contains(forbidden), "accepted {:?}", ns);
+                prop_assert!(ns.len() <= 64);
+            }
+        }
+
+        /// Validation never panics, whatever the input.
+        #[test]
+        fn validation_never_panics(key in tricky(), pattern in tricky()) {
+            let limits = crate::limits::Limits {
+                max_key_bytes: 16,
+                max_value_bytes: 16,
+                max_batch_items: 4,
+                max_ttl: std::time::Duration::from_secs(60),
+                max_response_bytes: 64,
+                max_lock_wait: std::time::Duration::from_secs(60),
+            };
+            let _ = limits.key("key", &key);
+            let _ = limits.name("name", &key);
+            let _ = crate::limits::glob_pattern("pattern", &pattern, 16);
+            let _ = pattern_is_internal(&pattern);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
