@@ -6,28 +6,23 @@
 //!   changes (an invalid new version is logged and ignored: the clients stay as they were).
 //! - **Authentication**: the `authorization: Bearer <token>` metadata. The presented token is
 //!   hashed and compared with every client's digest in constant time; no match (or no token)
-//!   is UNAUTHENTICATED. Health and reflection stay open unless configured otherwise.
+//!   is UNAUTHENTICATED. Health and reflection stay open unless configured otherwise. The
+//!   check runs in [`crate::service::admission`], the tower layer in front of every handler.
 //! - **Authorization**: each RPC needs one [`Permission`] ([`required`]); `admin` holds them
 //!   all. Checked here for unary calls and streams alike, before the handler sees the request.
 //! - **Namespaces**: the client's namespace becomes its key prefix (`<namespace>:`), carried to
 //!   the handlers in the request's extensions as a [`Principal`]; every key, pattern, lock,
 //!   session and event goes through [`crate::redis::Namespace`], which applies and strips it.
 
-use std::future::{Ready, ready};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::Either;
-use http::{Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::redis::Namespace;
 
@@ -356,7 +351,7 @@ impl Auth {
 
     /// The caller of a request to `path` with `authorization` metadata, or the status to
     /// answer: `Ok(None)` for an open service.
-    fn check(
+    pub fn check(
         &self,
         path: &str,
         authorization: Option<&[u8]>,
@@ -409,70 +404,6 @@ fn read_clients(path: &Path) -> Result<Clients, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     Clients::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
-}
-
-/// The tower layer that checks every request against [`Auth`] (passes them all through when
-/// callers do not authenticate).
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Option<Arc<Auth>>,
-}
-
-impl AuthLayer {
-    /// Checks requests against `auth`, when given.
-    pub fn new(auth: Option<Arc<Auth>>) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticated<S>;
-
-    fn layer(&self, inner: S) -> Authenticated<S> {
-        Authenticated {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] makes.
-#[derive(Clone)]
-pub struct Authenticated<S> {
-    inner: S,
-    auth: Option<Arc<Auth>>,
-}
-
-impl<S, RequestBody> Service<Request<RequestBody>> for Authenticated<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<tonic::body::Body>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
-        let Some(auth) = &self.auth else {
-            return Either::Right(self.inner.call(request));
-        };
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(http::HeaderValue::as_bytes);
-        match auth.check(request.uri().path(), authorization) {
-            Ok(principal) => {
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal);
-                }
-                Either::Right(self.inner.call(request))
-            }
-            Err(status) => Either::Left(ready(Ok(status.into_http()))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -264,6 +264,34 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
     pub max_request_bytes: usize,
 
+    /// Calls (unary and streams) served at once by the process, shared out among the
+    /// runtimes; a call beyond it is refused at once with RESOURCE_EXHAUSTED (health checks
+    /// never are).
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    pub max_in_flight: u64,
+
+    /// Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 1000)]
+    pub max_concurrent_streams: u32,
+
+    /// Open WatchExpirations and Session.WatchEnded streams per tenant namespace (in this
+    /// process); more are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GATEWAY_MAX_WATCHERS_PER_TENANT", default_value_t = 1000)]
+    pub max_watchers_per_tenant: usize,
+
+    /// How often the server pings a client connection (HTTP/2 PING) to find dead peers.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Longest a client connection lives before the server asks the client to reconnect
+    /// (GOAWAY; calls in progress finish). Unset: no limit.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
+
     /// Most keys, entries, fields or transaction steps in one call (at most 3000).
     #[arg(long, env = "GATEWAY_MAX_BATCH_ITEMS", default_value_t = 1000)]
     pub max_batch_items: usize,
@@ -442,6 +470,18 @@ impl Config {
                 self.health_interval,
             ),
             (
+                "--http2-keepalive-interval / GATEWAY_HTTP2_KEEPALIVE_INTERVAL",
+                self.http2_keepalive_interval,
+            ),
+            (
+                "--http2-keepalive-timeout / GATEWAY_HTTP2_KEEPALIVE_TIMEOUT",
+                self.http2_keepalive_timeout,
+            ),
+            (
+                "--max-connection-age / GATEWAY_MAX_CONNECTION_AGE",
+                self.max_connection_age.unwrap_or(Duration::MAX),
+            ),
+            (
                 "--drain-timeout / GATEWAY_DRAIN_TIMEOUT",
                 self.drain_timeout,
             ),
@@ -521,6 +561,25 @@ impl Config {
                 "--max-request-bytes / GATEWAY_MAX_REQUEST_BYTES",
                 "must be larger than GATEWAY_MAX_VALUE_BYTES, or no maximal value fits in a request",
             ));
+        }
+        let at_least_one = [
+            (
+                "--max-in-flight / GATEWAY_MAX_IN_FLIGHT",
+                self.max_in_flight,
+            ),
+            (
+                "--max-concurrent-streams / GATEWAY_MAX_CONCURRENT_STREAMS",
+                u64::from(self.max_concurrent_streams),
+            ),
+            (
+                "--max-watchers-per-tenant / GATEWAY_MAX_WATCHERS_PER_TENANT",
+                self.max_watchers_per_tenant as u64,
+            ),
+        ];
+        for (setting, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::new(setting, "must be at least 1"));
+            }
         }
         if !(1..=MAX_BATCH_ITEMS_LIMIT).contains(&self.max_batch_items) {
             return Err(ConfigError::new(
@@ -723,6 +782,12 @@ impl Config {
         }
     }
 
+    /// Each runtime's share of GATEWAY_MAX_IN_FLIGHT (rounded up).
+    pub fn in_flight_per_runtime(&self) -> u64 {
+        let runtimes = self.runtime_count() as u64;
+        self.max_in_flight.div_ceil(runtimes)
+    }
+
     /// Redis connections per runtime: REDIS_MAX_CONNECTIONS shared out, at least one.
     pub fn connections_per_runtime(&self) -> usize {
         self.redis_max_connections
@@ -776,6 +841,12 @@ impl std::fmt::Debug for Config {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("max_batch_items", &self.max_batch_items)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("max_watchers_per_tenant", &self.max_watchers_per_tenant)
+            .field("http2_keepalive_interval", &self.http2_keepalive_interval)
+            .field("http2_keepalive_timeout", &self.http2_keepalive_timeout)
+            .field("max_connection_age", &self.max_connection_age)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
             .field("max_lock_wait", &self.max_lock_wait)

@@ -35,7 +35,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use crate::auth::{Auth, AuthLayer};
+use crate::auth::Auth;
 use crate::config::{Config, RedisMode, redact_url};
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
@@ -48,6 +48,7 @@ use crate::pb::session_server::SessionServer;
 use crate::redis::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::redis::server_info::{MIN_VERSION, RedisVersion};
 use crate::redis::{self, Redis};
+use crate::service::admission::AdmissionLayer;
 use crate::service::calls::CallLayer;
 use crate::service::hash::HashService;
 use crate::service::kv::KeyValueService;
@@ -566,17 +567,27 @@ impl<H: HealthApi> Worker<H> {
         if let Some(tls) = tls_config(&self.config)? {
             builder = builder.tls_config(tls)?;
         }
+        if let Some(age) = self.config.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        let calls = shared
+            .stats
+            .add_runtime(self.metrics.as_ref().map(|metrics| metrics.add_runtime()));
         let mut server = builder
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
+            .max_concurrent_streams(self.config.max_concurrent_streams)
             // A span per call, at debug level: free when the log level is info.
             .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
             // Counts calls in flight; measures them too when the metrics endpoint is on.
-            .layer(CallLayer::new(shared.stats.add_runtime(
-                self.metrics.as_ref().map(|metrics| metrics.add_runtime()),
-            )))
-            // Tokens and permissions, before any handler (refusals are counted above).
-            .layer(AuthLayer::new(shared.auth.clone()));
+            .layer(CallLayer::new(calls.clone()))
+            // Load shedding, tokens and permissions, before any handler (refusals are
+            // counted above).
+            .layer(AdmissionLayer::new(
+                calls,
+                self.config.in_flight_per_runtime(),
+                shared.auth.clone(),
+            ));
         let health = self.health.clone();
         let stop_accepting = {
             let shutdown = shutdown.clone();

@@ -148,6 +148,7 @@ pub async fn watch_expirations(
     request: pb::KeyValueWatchExpirationsRequest,
 ) -> Result<ResponseStream<pb::KeyValueWatchExpirationsResponse>, Error> {
     let (filter, resume) = filter(context, &call, request)?;
+    let slot = context.shared.watchers.admit(&call.namespace)?;
     let feed = context.shared.expiry.clone();
     if let Some(KeyspaceEvents::Unavailable(message)) = feed.keyspace_now(&context.redis).await {
         return Err(Error::FailedPrecondition(message));
@@ -161,6 +162,7 @@ pub async fn watch_expirations(
     Ok(context.stream(move |sink| async move {
         // Registered, and counted, for as long as the stream runs.
         let _watch = watch;
+        let _slot = slot;
         let _counted = Subscriber::count(&shared.stats);
         let stats = &shared.stats;
         if !sink

@@ -7,6 +7,7 @@
 //! [`calls`] is the tower layer that counts the calls being served, for [`Stats`] (and measures
 //! them for the metrics).
 
+pub mod admission;
 pub mod calls;
 pub mod hash;
 pub mod kv;
@@ -69,6 +70,71 @@ pub struct Shared {
     pub lock_sync: Arc<LockSync>,
     /// The auth file's clients, when callers authenticate.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Open watch streams per tenant namespace, bounded.
+    pub watchers: Arc<WatcherSlots>,
+}
+
+/// Open WatchExpirations and Session.WatchEnded streams per tenant namespace, at most
+/// GATEWAY_MAX_WATCHERS_PER_TENANT each, so that one tenant cannot hold every stream.
+#[derive(Debug)]
+pub struct WatcherSlots {
+    max: usize,
+    open: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl WatcherSlots {
+    /// At most `max` watchers per namespace.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::default(),
+        }
+    }
+
+    /// A slot for one more watcher of `namespace`, held until dropped; RESOURCE_EXHAUSTED
+    /// when the namespace has its maximum open.
+    pub fn admit(self: &Arc<Self>, namespace: &Namespace) -> Result<WatcherSlot, Error> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(namespace.prefix().to_owned()).or_default();
+        if *count >= self.max {
+            return Err(Error::ResourceExhausted(format!(
+                "this tenant has {} watch streams open, the limit \
+                 (GATEWAY_MAX_WATCHERS_PER_TENANT); close one first",
+                self.max
+            )));
+        }
+        *count += 1;
+        Ok(WatcherSlot {
+            slots: self.clone(),
+            namespace: namespace.prefix().to_owned(),
+        })
+    }
+}
+
+/// One open watch stream's place among its tenant's; freed when dropped.
+#[derive(Debug)]
+pub struct WatcherSlot {
+    slots: Arc<WatcherSlots>,
+    namespace: String,
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.namespace) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.namespace);
+            }
+        }
+    }
 }
 
 /// Session timeouts when a Create does not choose them.
@@ -113,6 +179,7 @@ impl Shared {
                 config.lock_replica_timeout,
             )),
             auth: None,
+            watchers: Arc::new(WatcherSlots::new(config.max_watchers_per_tenant)),
         }
     }
 }

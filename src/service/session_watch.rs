@@ -67,6 +67,7 @@ pub async fn watch_ended(
             )
         })?),
     };
+    let slot = context.shared.watchers.admit(&call.namespace)?;
     let feed = context.shared.session_endings.clone();
     let watch = feed.watch();
     feed.fanout()
@@ -78,6 +79,7 @@ pub async fn watch_ended(
     Ok(context.stream(move |sink| async move {
         // Registered for as long as the stream runs.
         let _watch = watch;
+        let _slot = slot;
         let subscribed = Subscribed {
             cursor: live_from.to_string(),
         };
