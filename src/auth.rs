@@ -6,7 +6,9 @@
 //!   changes (an invalid new version is logged and ignored: the clients stay as they were).
 //! - **Authentication**: the `authorization: Bearer <token>` metadata. The presented token is
 //!   hashed and compared with every client's digest in constant time; no match (or no token)
-//!   is UNAUTHENTICATED. Health and reflection stay open unless configured otherwise. The
+//!   is UNAUTHENTICATED. Without a token, a client certificate verified by mTLS
+//!   (GATEWAY_TLS_CLIENT_CA) identifies the client whose `certificate_cn` is its subject's
+//!   Common Name. Health and reflection stay open unless configured otherwise. The
 //!   check runs in [`crate::service::admission`], the tower layer in front of every handler.
 //! - **Authorization**: each RPC needs one [`Permission`] ([`required`]); `admin` holds them
 //!   all. Checked here for unary calls and streams alike, before the handler sees the request.
@@ -148,8 +150,10 @@ impl Principal {
 
 /// One client of the auth file.
 struct Client {
-    /// SHA-256 of its token.
-    digest: [u8; 32],
+    /// SHA-256 of its token, when it has one.
+    digest: Option<[u8; 32]>,
+    /// The Common Name of its client certificate's subject, when it may use one.
+    certificate_cn: Option<String>,
     principal: Arc<Principal>,
 }
 
@@ -169,7 +173,10 @@ struct AuthFile {
 #[serde(deny_unknown_fields)]
 struct ClientEntry {
     name: String,
-    token_sha256: String,
+    #[serde(default)]
+    token_sha256: Option<String>,
+    #[serde(default)]
+    certificate_cn: Option<String>,
     namespace: String,
     permissions: Vec<String>,
 }
@@ -184,9 +191,16 @@ impl Clients {
             if entry.name.trim().is_empty() {
                 return Err(format!("client {}: `name` must not be empty", index + 1));
             }
-            let digest = parse_digest(&entry.token_sha256).ok_or_else(|| {
-                at("`token_sha256` must be 64 hex digits (the SHA-256 of the token)")
-            })?;
+            let digest = match &entry.token_sha256 {
+                Some(hex) => Some(parse_digest(hex).ok_or_else(|| {
+                    at("`token_sha256` must be 64 hex digits (the SHA-256 of the token)")
+                })?),
+                None => None,
+            };
+            let certificate_cn = entry.certificate_cn.clone().filter(|cn| !cn.is_empty());
+            if digest.is_none() && certificate_cn.is_none() {
+                return Err(at("needs `token_sha256` or `certificate_cn` (or both)"));
+            }
             validate_namespace(&entry.namespace)
                 .map_err(|reason| at(&format!("`namespace` {reason}")))?;
             let mut permissions = 0u8;
@@ -207,8 +221,15 @@ impl Clients {
             {
                 return Err(at("repeats a name"));
             }
-            if clients.iter().any(|client| client.digest == digest) {
+            if digest.is_some() && clients.iter().any(|client| client.digest == digest) {
                 return Err(at("has the same token as another client"));
+            }
+            if certificate_cn.is_some()
+                && clients
+                    .iter()
+                    .any(|client| client.certificate_cn == certificate_cn)
+            {
+                return Err(at("has the same `certificate_cn` as another client"));
             }
             let namespace = if entry.namespace.is_empty() {
                 Namespace::default()
@@ -217,6 +238,7 @@ impl Clients {
             };
             clients.push(Client {
                 digest,
+                certificate_cn,
                 principal: Arc::new(Principal {
                     name: entry.name,
                     namespace,
@@ -233,11 +255,21 @@ impl Clients {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for client in &self.clients {
-            if bool::from(client.digest.ct_eq(&digest)) {
+            if let Some(known) = &client.digest
+                && bool::from(known.ct_eq(&digest))
+            {
                 found = Some(client.principal.clone());
             }
         }
         found
+    }
+
+    /// The client whose `certificate_cn` is `common_name`.
+    pub fn by_certificate(&self, common_name: &str) -> Option<Arc<Principal>> {
+        self.clients
+            .iter()
+            .find(|client| client.certificate_cn.as_deref() == Some(common_name))
+            .map(|client| client.principal.clone())
     }
 
     /// How many clients there are.
@@ -355,6 +387,7 @@ impl Auth {
         &self,
         path: &str,
         authorization: Option<&[u8]>,
+        certificate: Option<&[u8]>,
     ) -> Result<Option<Arc<Principal>>, Status> {
         let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
         if self.open_services.iter().any(|open| open == service) {
@@ -365,14 +398,28 @@ impl Auth {
             .and_then(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| {
-                Status::unauthenticated("missing token: send `authorization: Bearer <token>`")
-            })?;
-        let principal = self
-            .clients()
-            .authenticate(token)
-            .ok_or_else(|| Status::unauthenticated("invalid token"))?;
+            });
+        let principal = match (token, certificate) {
+            (Some(token), _) => self
+                .clients()
+                .authenticate(token)
+                .ok_or_else(|| Status::unauthenticated("invalid token"))?,
+            (None, Some(der)) => {
+                let common_name = certificate_common_name(der).ok_or_else(|| {
+                    Status::unauthenticated("the client certificate's subject has no Common Name")
+                })?;
+                self.clients().by_certificate(&common_name).ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "no client has certificate_cn `{common_name}`, and no token was sent"
+                    ))
+                })?
+            }
+            (None, None) => {
+                return Err(Status::unauthenticated(
+                    "missing token: send `authorization: Bearer <token>`",
+                ));
+            }
+        };
         let requirement = required(path)
             .ok_or_else(|| Status::permission_denied(format!("no such method: {path}")))?;
         if !principal.meets(requirement) {
@@ -398,6 +445,19 @@ impl std::fmt::Debug for Auth {
             .field("open_services", &self.open_services)
             .finish()
     }
+}
+
+/// The Common Name of a DER certificate's subject.
+fn certificate_common_name(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let common_name = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(common_name)
 }
 
 fn read_clients(path: &Path) -> Result<Clients, String> {

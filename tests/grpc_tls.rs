@@ -1,7 +1,8 @@
 //! TLS on the gRPC port (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) and client certificates
 //! (GATEWAY_TLS_CLIENT_CA): a client that trusts the gateway's CA is served; a plaintext
 //! client and one trusting another CA are refused; with mTLS a client without a certificate is
-//! refused and one with a certificate the CA signed is served.
+//! refused and one with a certificate the CA signed is served; with an auth file, such a
+//! certificate's subject names its client (`certificate_cn`) when no token is sent.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::tls::TlsFiles;
 use common::{Gateway, RedisServer, unique_key};
+use fred::prelude::*;
 use redis_gateway::pb;
 use redis_gateway::pb::key_value_client::KeyValueClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -191,4 +193,45 @@ async fn with_client_certificates_required_only_a_client_with_one_is_served() {
     )
     .await
     .expect("a client with a certificate the CA signed is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_names_its_auth_file_entry() {
+    let redis = RedisServer::start();
+    let files = TlsFiles::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auth_file = dir.path().join("clients.toml");
+    // The test client certificate's subject is CN=redis-gateway-client.
+    std::fs::write(
+        &auth_file,
+        "[[client]]\nname = \"service-by-certificate\"\ncertificate_cn = \"redis-gateway-client\"\n\
+         namespace = \"mtls\"\npermissions = [\"read\", \"write\"]\n",
+    )
+    .expect("write the auth file");
+    let client_ca = files.ca.display().to_string();
+    let auth = auth_file.display().to_string();
+    let gateway = start_tls_gateway(
+        &redis,
+        &["--tls-client-ca", &client_ca, "--auth-file", &auth],
+    )
+    .await;
+    served(
+        &gateway,
+        Client::Tls {
+            ca: &files.ca,
+            with_certificate: true,
+        },
+    )
+    .await
+    .expect("the certificate's client is served without a token");
+    // Its keys went to its namespace.
+    let admin = redis.client().await;
+    let keys: Vec<String> = admin
+        .custom(fred::cmd!("KEYS"), vec!["*"])
+        .await
+        .expect("KEYS");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|key| key.starts_with("mtls:")),
+        "{keys:?}"
+    );
 }

@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::{Request, Response};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -93,7 +94,16 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            match auth.check(path, authorization) {
+            // A client certificate mTLS verified (the leaf).
+            let certificate = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(TlsConnectInfo::peer_certs);
+            let leaf = certificate
+                .as_ref()
+                .and_then(|chain| chain.first())
+                .map(|der| der.as_ref());
+            match auth.check(path, authorization, leaf) {
                 Ok(Some(principal)) => {
                     request.extensions_mut().insert(principal);
                 }
