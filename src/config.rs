@@ -1030,6 +1030,8 @@ mod tests {
             "redis-gateway",
             "--listen",
             "0.0.0.0:50051",
+            "--auth",
+            "none",
             "--metrics-listen",
             "127.0.0.1:50051",
         ]);
