@@ -11,6 +11,8 @@
 #              Redis, one after the other.
 #   SHAPES     h2load shapes as "connections x streams" pairs (default "8x8 64x1 2x32").
 #   GATEWAY_ARGS  extra flags for every gateway (e.g. "--runtimes 1").
+#   H2LOAD_HEADER  one more request header for h2load, e.g. "authorization: Bearer <token>"
+#              with an auth file among the gateway's flags.
 #
 # Prints req/s and mean latency per shape, CPU time per call and RSS per gateway, and each
 # figure's ratio to redis-benchmark GET at 64 connections. Needs redis-server, redis-tools and
@@ -66,7 +68,7 @@ for entry in $GATEWAYS; do
     streams="${shape#*x}"
     cpu_before=$(awk '{print $14 + $15}' "/proc/$gateway_pid/stat")
     h2load -n "$requests" -c "$connections" -m "$streams" -d "$work/get.bin" \
-      -H 'content-type: application/grpc' -H 'te: trailers' \
+      -H 'content-type: application/grpc' -H 'te: trailers' ${H2LOAD_HEADER:+-H "$H2LOAD_HEADER"} \
       "http://127.0.0.1:$gateway_port/redisgateway.v1.KeyValue/Get" >"$work/h2load.txt"
     cpu_after=$(awk '{print $14 + $15}' "/proc/$gateway_pid/stat")
     rps=$(grep -o "[0-9.]* req/s" "$work/h2load.txt" | head -1 | awk '{print $1}')
