@@ -291,8 +291,9 @@ impl Redis {
         &self.lock_sync
     }
 
-    /// Runs one command built by `command` on `client` (a dedicated connection, not the
-    /// pool) within the call's budget; sent once.
+    /// Runs one command built by `command` on `client` (a dedicated connection, or a pool
+    /// client the caller picked to bypass [`Redis::run`]'s checks) within the call's budget;
+    /// sent once.
     pub(crate) async fn run_on<R, F, Fut>(
         &self,
         client: &Client,
@@ -392,9 +393,11 @@ impl Redis {
 
     /// Runs one command built by `command` on a connected client, within the call's budget.
     ///
-    /// `command` may be called twice: only for [`Idempotency::Idempotent`] commands with
-    /// `REDIS_RETRY_ON_TIMEOUT`, when the first attempt timed out or lost its connection and
-    /// the deadline allows. A command that fails before being sent is never unknown.
+    /// `command` may be called again: for [`Idempotency::Idempotent`] commands with
+    /// `REDIS_RETRY_ON_TIMEOUT`, once, when the first attempt timed out or lost its connection
+    /// and the deadline allows; and for any command a cluster redirected (MOVED, ASK: the node
+    /// did not run it), within the deadline. A command that fails before being sent is never
+    /// unknown.
     pub async fn run<R, F, Fut>(
         &self,
         call: &Call,
