@@ -341,8 +341,13 @@ impl Auth {
             .clone()
     }
 
-    /// Re-reads the file whenever its modification time or size changes, until `shutdown`.
-    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Re-reads the file whenever its modification time or size changes, or at once when
+    /// `reload` fires (SIGHUP), until `shutdown`.
+    pub async fn watch(
+        self: Arc<Self>,
+        mut reload: tokio::sync::watch::Receiver<()>,
+        shutdown: CancellationToken,
+    ) {
         let stamp = |path: &Path| {
             std::fs::metadata(path).ok().map(|meta| {
                 (
@@ -355,12 +360,13 @@ impl Auth {
         let mut ticker = tokio::time::interval(RELOAD_CHECK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let asked = tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+                _ = ticker.tick() => false,
+                () = crate::transport::tls::reload_asked(&mut reload) => true,
+            };
             let now = stamp(&self.path);
-            if now == seen {
+            if now == seen && !asked {
                 continue;
             }
             seen = now;

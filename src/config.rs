@@ -110,7 +110,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
 
     /// PEM certificate chain the gRPC port serves TLS with (with GATEWAY_TLS_KEY); unset: no
-    /// TLS.
+    /// TLS. The TLS files are read again when they change and on SIGHUP.
     #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
 
@@ -291,6 +291,11 @@ pub struct Config {
     /// (GOAWAY; calls in progress finish). Unset: no limit.
     #[arg(long, env = "GATEWAY_MAX_CONNECTION_AGE", value_parser = parse_duration)]
     pub max_connection_age: Option<Duration>,
+
+    /// How long a client connection may go without a call before the server closes it
+    /// (GOAWAY; the client connects again when it next calls). `0s`: never.
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 
     /// Most keys, entries, fields or transaction steps in one call (at most 3000).
     #[arg(long, env = "GATEWAY_MAX_BATCH_ITEMS", default_value_t = 1000)]
@@ -847,6 +852,7 @@ impl std::fmt::Debug for Config {
             .field("http2_keepalive_interval", &self.http2_keepalive_interval)
             .field("http2_keepalive_timeout", &self.http2_keepalive_timeout)
             .field("max_connection_age", &self.max_connection_age)
+            .field("idle_timeout", &self.idle_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_ttl", &self.max_ttl)
             .field("max_lock_wait", &self.max_lock_wait)

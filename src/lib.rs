@@ -20,6 +20,8 @@
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.
 //!   Nothing there knows gRPC.
+//! - [`transport`]: the gRPC port's connections — accept, TLS (certificates reloaded in
+//!   place), HTTP/2, and graceful closes on drain, maximum age and idle timeout.
 //! - [`metrics`]: Prometheus metrics (when `--metrics-listen` is set): every call counted and
 //!   timed by method and status code (per-runtime tables summed at scrape), a view of the counters the gateway keeps anyway (streams,
 //!   Redis failures, reconnects, pools), and the endpoint that serves them.
@@ -60,6 +62,7 @@ pub mod redis;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod transport;
 
 /// Generated protobuf and gRPC code for `redisgateway.v1`.
 pub mod pb {

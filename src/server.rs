@@ -29,11 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::server::HealthReporter;
+use tower_layer::Layer;
 
 use crate::auth::Auth;
 use crate::config::{Config, RedisMode, redact_url};
@@ -56,6 +55,8 @@ use crate::service::lock::LockService;
 use crate::service::monitor::MonitorService;
 use crate::service::session::SessionService;
 use crate::service::{Context, Shared};
+use crate::transport::tls::{ServerTls, TlsFiles};
+use crate::transport::{self, ConnectionSettings, DeadlineLayer};
 
 /// Room for message framing on top of the response limit's value bytes (keys, lengths,
 /// tags), so that tonic's encoding limit only catches what the value check cannot.
@@ -85,9 +86,6 @@ pub enum ServeError {
     /// A runtime, its thread or its listener could not be set up.
     #[error("runtime setup failed: {0}")]
     Runtime(#[from] io::Error),
-    /// The gRPC server failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// The gRPC port's TLS files are unreadable.
     #[error("TLS setup failed: {0}")]
     Tls(String),
@@ -269,15 +267,26 @@ pub async fn run(
         }
     };
     // Bad TLS material stops the gateway here, before anything connects.
-    if let Some(tls) = tls_config(&config)? {
-        Server::builder()
-            .tls_config(tls)
-            .map_err(|err| ServeError::Tls(format!("GATEWAY_TLS_CERT / GATEWAY_TLS_KEY: {err}")))?;
-        tracing::info!(
-            client_certificates = config.tls_client_ca.is_some(),
-            "the gRPC port serves TLS"
-        );
-    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            })
+            .map_err(ServeError::Tls)?;
+            tracing::info!(
+                client_certificates = tls.verifies_clients(),
+                "the gRPC port serves TLS"
+            );
+            Some(Arc::new(tls))
+        }
+        _ => None,
+    };
+    // SIGHUP reads the TLS files and the auth file again (they are also re-read when they
+    // change); installed before anything listens, so that it never ends the process.
+    let (reload, reloads) = tokio::sync::watch::channel(());
+    reload_on_hangup(reload, shutdown.clone())?;
     let embedded = if config.embedded_redis {
         Some(EmbeddedRedis::start(&config.redis_server_bin, &config.embedded_redis_dir).await?)
     } else {
@@ -292,13 +301,52 @@ pub async fn run(
         connections_per_runtime = connections,
         "connecting to Redis"
     );
-    let outcome = serve_all(&config, listeners, &shutdown, fred_config, auth).await;
+    let outcome = serve_all(
+        &config,
+        listeners,
+        &shutdown,
+        fred_config,
+        Secured { auth, tls, reloads },
+    )
+    .await;
     shutdown.cancel();
     if let Some(embedded) = embedded {
         embedded.stop().await;
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// What secures the gRPC port: the auth file's clients, TLS, and the reload signal (SIGHUP)
+/// both follow.
+struct Secured {
+    auth: Option<Arc<Auth>>,
+    tls: Option<Arc<ServerTls>>,
+    reloads: tokio::sync::watch::Receiver<()>,
+}
+
+/// Fires `reload` on every SIGHUP until `shutdown`.
+fn reload_on_hangup(
+    reload: tokio::sync::watch::Sender<()>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reading the TLS and auth files again");
+                    reload.send_replace(());
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Starts the metrics endpoint and the further runtimes, connects this runtime's pool (all
@@ -308,8 +356,9 @@ async fn serve_all(
     listeners: Listeners,
     shutdown: &CancellationToken,
     fred_config: FredConfig,
-    auth: Option<Arc<Auth>>,
+    secured: Secured,
 ) -> Result<(), ServeError> {
+    let Secured { auth, tls, reloads } = secured;
     let Listeners {
         grpc: listener,
         metrics: metrics_listener,
@@ -317,9 +366,17 @@ async fn serve_all(
     let addr = listener.local_addr()?;
     let mut shared = Shared::new(config, shutdown.clone());
     if let Some(auth) = &auth {
-        shared.tasks.spawn(auth.clone().watch(shutdown.clone()));
+        shared
+            .tasks
+            .spawn(auth.clone().watch(reloads.clone(), shutdown.clone()));
+    }
+    if let Some(tls) = &tls {
+        shared
+            .tasks
+            .spawn(tls.clone().watch(reloads, shutdown.clone()));
     }
     shared.auth = auth;
+    shared.tls = tls;
     let shared = Arc::new(shared);
     // Served from the start: while Redis is unreachable is when the metrics matter most.
     let metrics = match metrics_listener {
@@ -552,9 +609,6 @@ impl<H: HealthApi> Worker<H> {
         let monitor = MonitorServer::new(MonitorService::new(context))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
         let routes = Routes::new(self.health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
@@ -563,31 +617,26 @@ impl<H: HealthApi> Worker<H> {
             .add_service(session)
             .add_service(lock)
             .add_service(monitor);
-        let mut builder = Server::builder();
-        if let Some(tls) = tls_config(&self.config)? {
-            builder = builder.tls_config(tls)?;
-        }
-        if let Some(age) = self.config.max_connection_age {
-            builder = builder.max_connection_age(age);
-        }
         let calls = shared
             .stats
             .add_runtime(self.metrics.as_ref().map(|metrics| metrics.add_runtime()));
-        let mut server = builder
-            .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
-            .max_concurrent_streams(self.config.max_concurrent_streams)
-            // A span per call, at debug level: free when the log level is info.
-            .trace_fn(|request| tracing::debug_span!("rpc", method = %request.uri().path()))
-            // Counts calls in flight; measures them too when the metrics endpoint is on.
-            .layer(CallLayer::new(calls.clone()))
-            // Load shedding, tokens and permissions, before any handler (refusals are
-            // counted above).
-            .layer(AdmissionLayer::new(
-                calls,
-                self.config.in_flight_per_runtime(),
-                shared.auth.clone(),
-            ));
+        // Outermost first: counts calls in flight (per runtime and per connection) and
+        // measures them when the metrics endpoint is on; the call's grpc-timeout as a
+        // backstop (counted as DEADLINE_EXCEEDED); load shedding, tokens and permissions
+        // before any handler (refusals counted too).
+        let admission = AdmissionLayer::new(
+            calls.clone(),
+            self.config.in_flight_per_runtime(),
+            shared.auth.clone(),
+        );
+        let service = CallLayer::new(calls).layer(DeadlineLayer.layer(admission.layer(routes)));
+        let settings = ConnectionSettings {
+            max_concurrent_streams: self.config.max_concurrent_streams,
+            keepalive_interval: self.config.http2_keepalive_interval,
+            keepalive_timeout: self.config.http2_keepalive_timeout,
+            max_age: self.config.max_connection_age,
+            idle_timeout: Some(self.config.idle_timeout).filter(|timeout| !timeout.is_zero()),
+        };
         let health = self.health.clone();
         let stop_accepting = {
             let shutdown = shutdown.clone();
@@ -597,24 +646,27 @@ impl<H: HealthApi> Worker<H> {
                 health.end_watches().await;
             }
         };
-        let serve = server
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, stop_accepting);
+        let serve = transport::serve(
+            listener,
+            service,
+            shared.tls.clone(),
+            &settings,
+            shared.stats.connections.clone(),
+            stop_accepting,
+        );
         tokio::pin!(serve);
         let drain_timeout = self.config.drain_timeout;
-        let (outcome, drained_by) = tokio::select! {
-            outcome = &mut serve => (outcome.map_err(ServeError::from), Instant::now() + drain_timeout),
+        let drained_by = tokio::select! {
+            () = &mut serve => Instant::now() + drain_timeout,
             () = shutdown.cancelled() => {
                 let drained_by = Instant::now() + drain_timeout;
-                match tokio::time::timeout_at(drained_by, &mut serve).await {
-                    Ok(outcome) => (outcome.map_err(ServeError::from), drained_by),
-                    Err(_) => {
-                        tracing::warn!(?drain_timeout, "calls still running after the drain timeout; stopping anyway");
-                        (Ok(()), drained_by)
-                    }
+                if tokio::time::timeout_at(drained_by, &mut serve).await.is_err() {
+                    tracing::warn!(?drain_timeout, "calls still running after the drain timeout; stopping anyway");
                 }
+                drained_by
             }
         };
+        let outcome = Ok(());
         // Also ends the other runtimes and the probe when this server failed on its own.
         shutdown.cancel();
         shared.tasks.close();
@@ -729,28 +781,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         builder = builder.with_service_name(*service);
     }
     builder
-}
-
-/// The gRPC port's TLS (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY), requiring client certificates
-/// that chain to GATEWAY_TLS_CLIENT_CA when set; `None` without TLS.
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServeError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let read = |setting: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|err| ServeError::Tls(format!("{setting} ({}): {err}", path.display())))
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read("GATEWAY_TLS_CERT", cert)?,
-        read("GATEWAY_TLS_KEY", key)?,
-    ));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls
-            .client_ca_root(Certificate::from_pem(read("GATEWAY_TLS_CLIENT_CA", ca)?))
-            .client_auth_optional(false);
-    }
-    Ok(Some(tls))
 }
 
 /// Where the gateway connects, for the log; never shows a password.

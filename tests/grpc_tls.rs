@@ -235,3 +235,144 @@ async fn a_verified_client_certificate_names_its_auth_file_entry() {
         "{keys:?}"
     );
 }
+
+/// A KeyValue client over a new TLS connection to `gateway` that trusts only `ca` (PEM);
+/// `Err` when the handshake fails.
+async fn connect_trusting(gateway: &Gateway, ca: &str) -> Result<KeyValueClient<Channel>, String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", gateway.addr.port()))
+        .map_err(|err| err.to_string())?
+        .tls_config(tls)
+        .map_err(|err| format!("TLS config: {err:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|err| format!("connect: {err:?}"))?;
+    Ok(KeyValueClient::new(channel))
+}
+
+/// One Set on `kv`.
+async fn set_once(kv: &mut KeyValueClient<Channel>) -> Result<(), String> {
+    kv.set(pb::KeyValueSetRequest {
+        key: unique_key("reload"),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    })
+    .await
+    .map(drop)
+    .map_err(|status| format!("Set: {status:?}"))
+}
+
+/// Waits until a new connection trusting `ca` is served (within `within`).
+async fn served_trusting(gateway: &Gateway, ca: &str, within: Duration) -> KeyValueClient<Channel> {
+    let deadline = Instant::now() + within;
+    loop {
+        let attempt = match connect_trusting(gateway, ca).await {
+            Ok(mut kv) => set_once(&mut kv).await.map(|()| kv),
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(kv) => return kv,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "not served within {within:?}: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes `text` to `path` the way certificate managers do: a new file renamed over the old.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).expect("write");
+    std::fs::rename(&new, path).expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_to_new_connections_and_open_ones_keep_theirs() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (first_ca, first_cert, first_key) = common::tls::new_server_identity("first CA");
+    std::fs::write(&cert, &first_cert).expect("write");
+    std::fs::write(&key, &first_key).expect("write");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let gateway = Gateway::start_unchecked(
+        &redis.url(),
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    )
+    .await;
+    let mut before = served_trusting(&gateway, &first_ca, Duration::from_secs(10)).await;
+
+    let (second_ca, second_cert, second_key) = common::tls::new_server_identity("second CA");
+    replace_file(&key, &second_key);
+    replace_file(&cert, &second_cert);
+    // The files are checked every 2 s.
+    served_trusting(&gateway, &second_ca, Duration::from_secs(6)).await;
+    assert!(
+        connect_trusting(&gateway, &first_ca).await.is_err(),
+        "a new connection still got the replaced certificate"
+    );
+    // The connection made before the reload is still open and served (a new one would
+    // need the first CA's certificate, which is gone).
+    for _ in 0..3 {
+        set_once(&mut before)
+            .await
+            .expect("the connection opened before the reload is still served");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = common::tls::new_server_identity("first CA");
+    let second = common::tls::new_server_identity("second CA");
+    // Both sets padded to the same sizes (PEM readers skip text outside the blocks), so that
+    // only the contents differ.
+    let pad = |a: &str, b: &str| {
+        let size = a.len().max(b.len());
+        (format!("{a:<size$}"), format!("{b:<size$}"))
+    };
+    let (first_cert, second_cert) = pad(&first.1, &second.1);
+    let (first_key, second_key) = pad(&first.2, &second.2);
+    std::fs::write(&cert, &first_cert).expect("write");
+    std::fs::write(&key, &first_key).expect("write");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let gateway = Gateway::start_unchecked(
+        &redis.url(),
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    )
+    .await;
+    served_trusting(&gateway, &first.0, Duration::from_secs(10)).await;
+
+    // New contents in place, sizes and modification times as before: the periodic check
+    // cannot see the change.
+    for (path, text) in [(&cert, &second_cert), (&key, &second_key)] {
+        let modified = std::fs::metadata(path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
+        file.set_modified(modified)
+            .expect("restore the modification time");
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        connect_trusting(&gateway, &second.0).await.is_err(),
+        "reloaded without SIGHUP: the test cannot tell the two ways apart"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP)
+        .expect("SIGHUP");
+    served_trusting(&gateway, &second.0, Duration::from_secs(2)).await;
+    assert!(connect_trusting(&gateway, &first.0).await.is_err());
+}

@@ -17,6 +17,9 @@
 //! | `grpc_server_handling_seconds` | histogram | `grpc_service`, `grpc_method` | time from request to the call's status |
 //! | `gateway_server_streams_open` | gauge | | server streams open now |
 //! | `gateway_server_streams_opened_total` | counter | | server streams opened since start |
+//! | `gateway_connections_open` | gauge | | client connections open now (TLS handshakes included) |
+//! | `gateway_connections_accepted_total` | counter | | client connections accepted since start |
+//! | `gateway_connections_closed_total` | counter | `reason` (`client`, `idle`, `max_age`, `drain`, `tls_handshake`) | client connections ended, by who ended them and why |
 //! | `gateway_redis_command_errors_total` | counter | `kind` (`unavailable`, `timeout`, `other`) | failed Redis commands |
 //! | `gateway_redis_reconnects_total` | counter | | pooled connections re-established |
 //! | `gateway_redis_pool_configured_connections` | gauge | | connections of every runtime's pool |
@@ -53,6 +56,7 @@ use prometheus_client::registry::Registry;
 
 use crate::redis::stats::CommandErrorKind;
 use crate::service::Shared;
+use crate::transport::Closed;
 pub use calls::CallTable;
 use calls::CallTables;
 
@@ -140,6 +144,38 @@ impl Collector for GatewayCollector {
                 stats.streams_opened.load(Ordering::Relaxed),
             )],
         )?;
+
+        let connections = &stats.connections;
+        encode_gauges(
+            &mut encoder,
+            &[(
+                "gateway_connections_open",
+                "Client connections open now (TLS handshakes included).",
+                connections.open(),
+            )],
+        )?;
+        encode_counters(
+            &mut encoder,
+            &[(
+                "gateway_connections_accepted",
+                "Client connections accepted since start.",
+                connections.accepted(),
+            )],
+        )?;
+        {
+            let mut closed = encoder.encode_descriptor(
+                "gateway_connections_closed",
+                "Client connections ended: by the client (or a failure), or by the gateway when \
+             idle, at their maximum age, while draining, or in a failed TLS handshake.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for why in Closed::ALL {
+                let labels = [("reason", why.label())];
+                ConstCounter::new(connections.closed(why))
+                    .encode(closed.encode_family(&labels)?)?;
+            }
+        }
 
         let redis = &self.shared.redis_stats;
         let mut errors = encoder.encode_descriptor(

@@ -17,12 +17,12 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::{Request, Response};
 use tonic::Status;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::calls::RuntimeCalls;
 use crate::auth::Auth;
+use crate::transport::Connection;
 
 /// The path prefix of the health service, which is never shed.
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
@@ -95,14 +95,10 @@ where
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
             // A client certificate mTLS verified (the leaf).
-            let certificate = request
+            let leaf = request
                 .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs);
-            let leaf = certificate
-                .as_ref()
-                .and_then(|chain| chain.first())
-                .map(|der| der.as_ref());
+                .get::<Arc<Connection>>()
+                .and_then(|connection| connection.client_certificate());
             match auth.check(path, authorization, leaf) {
                 Ok(Some(principal)) => {
                     request.extensions_mut().insert(principal);

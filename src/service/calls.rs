@@ -1,5 +1,5 @@
 //! The one tower layer on every runtime's gRPC server: it counts the calls in flight (for
-//! Monitor's [`Stats::in_flight_calls`]) and, when metrics are on, counts and times each call
+//! Monitor's [`Stats::in_flight_calls`], and per connection for its idle timeout) and, when metrics are on, counts and times each call
 //! by method and status code (into the runtime's [`CallTable`]).
 //!
 //! A call counts as in flight from the moment the server hands its request to the services
@@ -38,6 +38,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::metrics::CallTable;
+use crate::transport::Connection;
 
 /// The header or trailer that carries a call's status code.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -121,7 +122,8 @@ where
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let call = Call::start(&self.calls, request.uri().path());
+        let connection = request.extensions().get::<Arc<Connection>>().cloned();
+        let call = Call::start(&self.calls, request.uri().path(), connection);
         CallFuture {
             inner: self.inner.call(request),
             call: Some(call),
@@ -133,19 +135,25 @@ where
 /// with its status (CANCELLED if dropped before one was seen).
 struct Call {
     calls: Arc<RuntimeCalls>,
+    /// The connection it came on, whose idle timeout waits for it.
+    connection: Option<Arc<Connection>>,
     /// The method number and start, while measured and not recorded yet.
     measuring: Option<(usize, Instant)>,
 }
 
 impl Call {
-    fn start(calls: &Arc<RuntimeCalls>, path: &str) -> Self {
+    fn start(calls: &Arc<RuntimeCalls>, path: &str, connection: Option<Arc<Connection>>) -> Self {
         calls.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(connection) = &connection {
+            connection.call_started();
+        }
         let measuring = calls
             .measured
             .as_ref()
             .map(|table| (table.method(path), Instant::now()));
         Self {
             calls: calls.clone(),
+            connection,
             measuring,
         }
     }
@@ -169,6 +177,9 @@ impl Drop for Call {
     fn drop(&mut self) {
         self.finish(Code::Cancelled);
         self.calls.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(connection) = &self.connection {
+            connection.call_ended();
+        }
     }
 }
 

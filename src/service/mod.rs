@@ -70,6 +70,8 @@ pub struct Shared {
     pub lock_sync: Arc<LockSync>,
     /// The auth file's clients, when callers authenticate.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// The gRPC port's TLS, when it serves TLS (every runtime's handshakes read it).
+    pub tls: Option<Arc<crate::transport::tls::ServerTls>>,
     /// Open watch streams per tenant namespace, bounded.
     pub watchers: Arc<WatcherSlots>,
 }
@@ -179,6 +181,7 @@ impl Shared {
                 config.lock_replica_timeout,
             )),
             auth: None,
+            tls: None,
             watchers: Arc::new(WatcherSlots::new(config.max_watchers_per_tenant)),
         }
     }
@@ -202,6 +205,8 @@ pub struct Stats {
     pub events_delivered: AtomicU64,
     /// Key events skipped because a subscriber fell behind (reported to it as `gap{lagged}`).
     pub events_dropped: AtomicU64,
+    /// The gRPC port's connections: accepted, open, and why they closed.
+    pub connections: Arc<crate::transport::ConnectionStats>,
 }
 
 impl Default for Stats {
@@ -214,6 +219,7 @@ impl Default for Stats {
             expiry_subscribers: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            connections: Arc::default(),
         }
     }
 }

@@ -142,6 +142,21 @@ pub fn acl_args() -> Vec<String> {
     ]
 }
 
+/// A new authority and a server certificate it signed for `localhost` and `127.0.0.1`, as
+/// PEM: (the authority's certificate, the server certificate, its key).
+pub fn new_server_identity(authority_name: &str) -> (String, String, String) {
+    let (ca_cert, ca_key) = authority(authority_name);
+    let issuer = Issuer::new(ca_cert.1, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gateway-test-server");
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    (ca_cert.0, cert.pem(), key.serialize_pem())
+}
+
 /// A self-signed authority: its (PEM, parameters) and key.
 fn authority(name: &str) -> ((String, CertificateParams), KeyPair) {
     let key = KeyPair::generate().expect("key");
