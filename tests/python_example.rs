@@ -1,0 +1,162 @@
+//! The Python example client works against a live gateway: `clients/python/example.py` runs
+//! each use case of `clients/python/redis_gateway_client.py` (task status and result cached
+//! with TTLs, a session created, read, updated and deleted, `gateway_lock` over Lock.Hold
+//! held exclusively and then lost, and a listener hearing a `task:` key expire and a session
+//! end) and asserts every outcome itself; this test checks that it exits 0 and reports each
+//! use case, and that it exits non-zero when no gateway answers.
+//!
+//! grpcio and grpcio-tools come from `.tools/pip`, where `scripts/install-deps.sh test` (run by
+//! `make test`) installs them; this test puts that directory on PYTHONPATH. The client
+//! generates its stubs from proto/ into a cache under Cargo's target tmpdir.
+
+mod common;
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, shared_redis};
+use tokio::process::Command;
+
+/// How long one run of the example (stub generation included) may take before it is killed.
+const PYTHON_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What the example prints for each use case that passed.
+const USE_CASES: [&str; 6] = [
+    "ok   task cache:",
+    "ok   task expiry:",
+    "ok   session:",
+    "ok   session ended:",
+    "ok   lock:",
+    "ok   lock lost:",
+];
+
+/// The repository's root.
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `python3` with `.tools/pip` in front of any PYTHONPATH the caller has, the stub cache in
+/// Cargo's target tmpdir, and none of the client's settings from the caller's environment.
+fn python3() -> Command {
+    let mut paths: Vec<PathBuf> = vec![repo().join(".tools/pip")];
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    let pythonpath: OsString = std::env::join_paths(paths).expect("PYTHONPATH entries");
+    let mut command = Command::new("python3");
+    command
+        .current_dir(repo())
+        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env(
+            "REDIS_GATEWAY_STUB_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-example-stubs"),
+        )
+        .env_remove("REDIS_GATEWAY_TOKEN")
+        .env_remove("REDIS_GATEWAY_STUBS")
+        .env_remove("REDIS_GATEWAY_PROTO_DIR")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `command` to completion within [`PYTHON_TIMEOUT`].
+async fn run(mut command: Command, what: &str) -> Output {
+    let output = command.output();
+    match tokio::time::timeout(PYTHON_TIMEOUT, output).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => panic!("cannot run python3 for {what} ({err}): run `make test`"),
+        Err(_) => panic!("{what} did not finish within {PYTHON_TIMEOUT:?}"),
+    }
+}
+
+/// stdout and stderr of a finished process, for a failure message.
+fn printed(output: &Output) -> String {
+    format!(
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Fails the test, naming the fix, when grpcio or grpcio-tools cannot be imported.
+async fn require_grpcio() {
+    let mut probe = python3();
+    probe.args(["-c", "import grpc, grpc_tools.protoc"]);
+    let importable = run(probe, "the grpcio import check").await;
+    assert!(
+        importable.status.success(),
+        "grpcio / grpcio-tools are not importable from {}: run `make test` (or \
+         `scripts/install-deps.sh test`), which installs them there\n{}",
+        repo().join(".tools/pip").display(),
+        printed(&importable)
+    );
+}
+
+/// `python3 clients/python/example.py <addr>`.
+fn example(addr: &str) -> Command {
+    let mut command = python3();
+    command
+        .arg(repo().join("clients/python/example.py"))
+        .arg(addr);
+    command
+}
+
+#[tokio::test]
+async fn the_python_example_runs_every_use_case_against_a_live_gateway() {
+    require_grpcio().await;
+    let gateway = Gateway::start(&shared_redis().url(), &[]).await;
+    let addr = gateway.addr.to_string();
+    let started = Instant::now();
+    let output = run(example(&addr), "clients/python/example.py").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "clients/python/example.py {addr} exited with {} after {:?}\n{}",
+        output.status,
+        started.elapsed(),
+        printed(&output)
+    );
+    for use_case in USE_CASES {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(use_case)),
+            "the example's output has no line starting {use_case:?}\n{}",
+            printed(&output)
+        );
+    }
+    assert!(
+        stdout.contains("example: 6 of 6 use cases ok"),
+        "the example's summary is missing\n{}",
+        printed(&output)
+    );
+    // Shown with `--nocapture`: one line per use case.
+    print!("{stdout}");
+}
+
+#[tokio::test]
+async fn the_python_example_exits_non_zero_when_no_gateway_answers() {
+    require_grpcio().await;
+    // A loopback port nothing listens on once the listener is dropped.
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        listener.local_addr().expect("local address").to_string()
+    };
+    let output = run(
+        example(&addr),
+        "clients/python/example.py without a gateway",
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "clients/python/example.py {addr} with nothing listening should exit 1\n{}",
+        printed(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("FAIL connect"),
+        "the example should report the failed connection\n{}",
+        printed(&output)
+    );
+}
