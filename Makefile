@@ -34,6 +34,7 @@ lint:
 	@BUF="$$(scripts/install-deps.sh lint | tail -n 1)" && export BUF && \
 		echo "buf: $$BUF ($$("$$BUF" --version))" && "$$BUF" lint && echo "buf lint: ok" && \
 		scripts/buf-breaking.sh
+	scripts/lint-deploy.sh
 
 build:
 	$(CARGO) build --release --bins
