@@ -157,7 +157,8 @@ def lock_lost(gateway, run):
             gateway.call(gateway.locks.Release,
                          gateway.pb.lock_pb2.LockReleaseRequest(name=name, token=held.token))
             deadline = time.monotonic() + 5
-            while held.held and time.monotonic() < deadline:
+            # The loss is marked before on_lost runs (on the stream's thread): wait for both.
+            while (held.held or not lost_seen) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not held.held and lost_seen, "the loss was not noticed within 5 s"
             try:
