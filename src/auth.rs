@@ -18,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -30,9 +29,6 @@ use crate::redis::Namespace;
 
 /// The one character the gateway puts between a namespace and a key.
 pub const NAMESPACE_DELIMITER: char = ':';
-
-/// How often the auth file is checked for changes.
-const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// What an RPC needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,46 +341,27 @@ impl Auth {
     /// `reload` fires (SIGHUP), until `shutdown`.
     pub async fn watch(
         self: Arc<Self>,
-        mut reload: tokio::sync::watch::Receiver<()>,
+        reload: tokio::sync::watch::Receiver<()>,
         shutdown: CancellationToken,
     ) {
-        let stamp = |path: &Path| {
-            std::fs::metadata(path).ok().map(|meta| {
-                (
-                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    meta.len(),
-                )
-            })
-        };
-        let mut seen = stamp(&self.path);
-        let mut ticker = tokio::time::interval(RELOAD_CHECK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let asked = tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticker.tick() => false,
-                () = crate::transport::tls::reload_asked(&mut reload) => true,
-            };
-            let now = stamp(&self.path);
-            if now == seen && !asked {
-                continue;
-            }
-            seen = now;
-            match read_clients(&self.path) {
+        let watched = self.clone();
+        crate::reload::watch_files(vec![self.path.clone()], reload, shutdown, move || {
+            match read_clients(&watched.path) {
                 Ok(clients) => {
-                    tracing::info!(clients = clients.len(), path = %self.path.display(), "auth file reloaded");
-                    *self
+                    tracing::info!(clients = clients.len(), path = %watched.path.display(), "auth file reloaded");
+                    *watched
                         .clients
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(clients);
                 }
                 Err(err) => tracing::error!(
                     error = %err,
-                    path = %self.path.display(),
+                    path = %watched.path.display(),
                     "the changed auth file is invalid; keeping the clients it had"
                 ),
             }
-        }
+        })
+        .await;
     }
 
     /// The caller of a request to `path` with `authorization` metadata, or the status to

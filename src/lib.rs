@@ -20,6 +20,8 @@
 //!   EVALSHA), typed operations per data type, key naming (namespaces, the reserved `__gw:`
 //!   key space, cluster hash tags), the Lua scripts, the embedded redis-server supervisor.
 //!   Nothing there knows gRPC.
+//! - [`reload`]: the files read again while the gateway runs (auth file, TLS), on change or
+//!   SIGHUP.
 //! - [`transport`]: the gRPC port's connections — accept, TLS (certificates reloaded in
 //!   place), HTTP/2, and graceful closes on drain, maximum age and idle timeout.
 //! - [`metrics`]: Prometheus metrics (when `--metrics-listen` is set): every call counted and
@@ -59,6 +61,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod redis;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -285,6 +285,16 @@ async fn served_trusting(gateway: &Gateway, ca: &str, within: Duration) -> KeyVa
     }
 }
 
+/// Starts a gateway serving TLS with the certificate and key files `cert` and `key`.
+async fn start_serving_files(
+    redis: &RedisServer,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Gateway {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    Gateway::start_unchecked(&redis.url(), &["--tls-cert", &cert, "--tls-key", &key]).await
+}
+
 /// Writes `text` to `path` the way certificate managers do: a new file renamed over the old.
 fn replace_file(path: &std::path::Path, text: &str) {
     let new = path.with_extension("new");
@@ -300,12 +310,7 @@ async fn a_replaced_certificate_is_served_to_new_connections_and_open_ones_keep_
     let (first_ca, first_cert, first_key) = common::tls::new_server_identity("first CA");
     std::fs::write(&cert, &first_cert).expect("write");
     std::fs::write(&key, &first_key).expect("write");
-    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
-    let gateway = Gateway::start_unchecked(
-        &redis.url(),
-        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
-    )
-    .await;
+    let gateway = start_serving_files(&redis, &cert, &key).await;
     let mut before = served_trusting(&gateway, &first_ca, Duration::from_secs(10)).await;
 
     let (second_ca, second_cert, second_key) = common::tls::new_server_identity("second CA");
@@ -343,12 +348,7 @@ async fn sighup_reloads_the_certificate_even_when_the_files_look_unchanged() {
     let (first_key, second_key) = pad(&first.2, &second.2);
     std::fs::write(&cert, &first_cert).expect("write");
     std::fs::write(&key, &first_key).expect("write");
-    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
-    let gateway = Gateway::start_unchecked(
-        &redis.url(),
-        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
-    )
-    .await;
+    let gateway = start_serving_files(&redis, &cert, &key).await;
     served_trusting(&gateway, &first.0, Duration::from_secs(10)).await;
 
     // New contents in place, sizes and modification times as before: the periodic check

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use common::programs::{printed, run_within};
 use common::{Gateway, shared_redis};
 use tokio::process::Command;
 
@@ -27,23 +28,10 @@ fn client_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/node"))
 }
 
-/// Runs `command` to completion within `timeout`.
+/// Runs `command` in the client's directory to completion within `timeout`.
 async fn run(mut command: Command, what: &str, timeout: Duration) -> Output {
-    command.current_dir(client_dir()).kill_on_drop(true);
-    match tokio::time::timeout(timeout, command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => panic!("cannot run {what}: {err}"),
-        Err(_) => panic!("{what} did not finish within {timeout:?}"),
-    }
-}
-
-/// stdout and stderr of a finished process, for a failure message.
-fn printed(output: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    command.current_dir(client_dir());
+    run_within(command, what, timeout).await
 }
 
 #[tokio::test]

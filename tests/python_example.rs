@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::programs::{self, printed, repo, require_grpcio};
 use common::{Gateway, shared_redis};
 use tokio::process::Command;
 
@@ -33,66 +33,24 @@ const USE_CASES: [&str; 6] = [
     "ok   lock lost:",
 ];
 
-/// The repository's root.
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `python3` with `.tools/pip` in front of any PYTHONPATH the caller has, the stub cache in
-/// Cargo's target tmpdir, and none of the client's settings from the caller's environment.
+/// `python3` as [`programs::python3`] runs it, with the stub cache in Cargo's target tmpdir
+/// and none of the client's settings from the caller's environment.
 fn python3() -> Command {
-    let mut paths: Vec<PathBuf> = vec![repo().join(".tools/pip")];
-    if let Some(existing) = std::env::var_os("PYTHONPATH") {
-        paths.extend(std::env::split_paths(&existing));
-    }
-    let pythonpath: OsString = std::env::join_paths(paths).expect("PYTHONPATH entries");
-    let mut command = Command::new("python3");
+    let mut command = programs::python3();
     command
-        .current_dir(repo())
-        .env("PYTHONPATH", pythonpath)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env(
             "REDIS_GATEWAY_STUB_CACHE",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-example-stubs"),
         )
         .env_remove("REDIS_GATEWAY_TOKEN")
         .env_remove("REDIS_GATEWAY_STUBS")
-        .env_remove("REDIS_GATEWAY_PROTO_DIR")
-        .kill_on_drop(true);
+        .env_remove("REDIS_GATEWAY_PROTO_DIR");
     command
 }
 
 /// Runs `command` to completion within [`PYTHON_TIMEOUT`].
-async fn run(mut command: Command, what: &str) -> Output {
-    let output = command.output();
-    match tokio::time::timeout(PYTHON_TIMEOUT, output).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => panic!("cannot run python3 for {what} ({err}): run `make test`"),
-        Err(_) => panic!("{what} did not finish within {PYTHON_TIMEOUT:?}"),
-    }
-}
-
-/// stdout and stderr of a finished process, for a failure message.
-fn printed(output: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Fails the test, naming the fix, when grpcio or grpcio-tools cannot be imported.
-async fn require_grpcio() {
-    let mut probe = python3();
-    probe.args(["-c", "import grpc, grpc_tools.protoc"]);
-    let importable = run(probe, "the grpcio import check").await;
-    assert!(
-        importable.status.success(),
-        "grpcio / grpcio-tools are not importable from {}: run `make test` (or \
-         `scripts/install-deps.sh test`), which installs them there\n{}",
-        repo().join(".tools/pip").display(),
-        printed(&importable)
-    );
+async fn run(command: Command, what: &str) -> Output {
+    programs::run_within(command, what, PYTHON_TIMEOUT).await
 }
 
 /// `python3 clients/python/example.py <addr>`.

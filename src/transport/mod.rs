@@ -52,6 +52,37 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// The services a connection serves (the gateway's whole stack of layers and routes), cloned
+/// for each connection: what hyper needs of them, in one place.
+pub trait GrpcService:
+    Service<
+        Request<tonic::body::Body>,
+        Response = Response<Self::ResponseBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of its responses.
+    type ResponseBody: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+}
+
+impl<S, B> GrpcService for S
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type ResponseBody = B;
+}
+
 /// How the gRPC port treats its connections.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -207,22 +238,14 @@ impl Connection {
 /// Serves `service` on the connections `listener` accepts until `stop_accepting` completes,
 /// then closes the listening socket, asks every connection to finish (GOAWAY) and returns
 /// once all have closed.
-pub async fn serve<S, B>(
+pub async fn serve<S: GrpcService>(
     listener: TcpListener,
     service: S,
     tls: Option<Arc<ServerTls>>,
     settings: &ConnectionSettings,
     stats: Arc<ConnectionStats>,
     stop_accepting: impl Future<Output = ()>,
-) where
-    S: Service<Request<tonic::body::Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -294,16 +317,7 @@ struct Opened<S> {
     drain: CancellationToken,
 }
 
-impl<S, B> Opened<S>
-where
-    S: Service<Request<tonic::body::Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<S: GrpcService> Opened<S> {
     /// Serves a plaintext connection.
     async fn serve_plain(self) {
         let connection = Arc::new(Connection::new(self.peer, None));
@@ -364,7 +378,7 @@ where
 
 /// Serves HTTP/2 on `io` until the client closes it, or until the server ends it gracefully:
 /// on `drain`, at the maximum age, or after the idle timeout. Returns why it ended.
-async fn serve_connection<IO, S, B>(
+async fn serve_connection<IO, S>(
     io: IO,
     connection: Arc<Connection>,
     service: S,
@@ -374,13 +388,7 @@ async fn serve_connection<IO, S, B>(
 ) -> Closed
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<tonic::body::Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: GrpcService,
 {
     let service = TowerToHyperService::new(ConnectionService {
         inner: service,

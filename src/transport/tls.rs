@@ -10,16 +10,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-
-/// How often the files are checked for a change.
-const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// The files the gRPC port's TLS comes from.
 #[derive(Debug, Clone)]
@@ -79,59 +75,27 @@ impl ServerTls {
     /// fires (SIGHUP), until `shutdown`.
     pub async fn watch(
         self: Arc<Self>,
-        mut reload: tokio::sync::watch::Receiver<()>,
+        reload: tokio::sync::watch::Receiver<()>,
         shutdown: CancellationToken,
     ) {
-        let mut seen = self.stamps();
-        let mut ticker = tokio::time::interval(RELOAD_CHECK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let asked = tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticker.tick() => false,
-                () = crate::transport::tls::reload_asked(&mut reload) => true,
-            };
-            let now = self.stamps();
-            if now == seen && !asked {
-                continue;
-            }
-            seen = now;
-            match self.reload() {
-                Ok(()) => tracing::info!(
-                    cert = %self.files.cert.display(),
-                    "TLS certificate reloaded; new connections get it, open ones keep theirs"
-                ),
-                Err(err) => tracing::error!(
-                    error = %err,
-                    "the changed TLS files do not load; serving the certificate loaded before"
-                ),
-            }
-        }
-    }
-
-    /// Each file's modification time and size.
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        let files = [Some(&self.files.cert), Some(&self.files.key)];
-        files
+        let paths = [Some(&self.files.cert), Some(&self.files.key)]
             .into_iter()
             .chain(std::iter::once(self.files.client_ca.as_ref()))
             .flatten()
-            .map(|path| {
-                std::fs::metadata(path).ok().map(|meta| {
-                    (
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        meta.len(),
-                    )
-                })
-            })
-            .collect()
-    }
-}
-
-/// Returns when `reload` fires (SIGHUP); never once no one can fire it any more.
-pub(crate) async fn reload_asked(reload: &mut tokio::sync::watch::Receiver<()>) {
-    if reload.changed().await.is_err() {
-        std::future::pending::<()>().await;
+            .cloned()
+            .collect();
+        let watched = self.clone();
+        crate::reload::watch_files(paths, reload, shutdown, move || match watched.reload() {
+            Ok(()) => tracing::info!(
+                cert = %watched.files.cert.display(),
+                "TLS certificate reloaded; new connections get it, open ones keep theirs"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                "the changed TLS files do not load; serving the certificate loaded before"
+            ),
+        })
+        .await;
     }
 }
 

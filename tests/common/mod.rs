@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod locks;
 pub mod process;
+pub mod programs;
 pub mod sentinel;
 pub mod tls;
 
