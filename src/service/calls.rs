@@ -4,7 +4,7 @@
 //!
 //! A call counts as in flight from the moment the server hands its request to the services
 //! until its response body has been sent or dropped, so a server stream counts for as long as
-//! it is open, and a call whose client went away stops counting when tonic drops its response.
+//! it is open, and a call whose client went away stops counting when hyper drops its response.
 //! The guard that ends the call travels with the response future and then with the response
 //! body, so no path forgets it; one wrapper does both jobs.
 //!
@@ -13,8 +13,10 @@
 //! other call (unary success, and every server stream) ends with `grpc-status` in the
 //! trailers. So the layer reads the headers of a response whose body is empty, and otherwise
 //! the trailers frame of the body. A call whose response body is dropped before its status was
-//! sent (the client cancelled or went away, or tonic's own timeout fired) counts as CANCELLED;
-//! a body that ends or fails without a status counts as UNKNOWN.
+//! sent (the client cancelled or went away) counts as CANCELLED; a call whose grpc-timeout
+//! passed first is answered DEADLINE_EXCEEDED by [`crate::transport::DeadlineLayer`] (inside
+//! this layer, so counted as such); a body that ends or fails without a status counts as
+//! UNKNOWN.
 //!
 //! The cost per call: every counter it touches belongs to its runtime (an atomic increment and
 //! decrement of the in-flight count, one reference count), and with metrics on a hash of its
