@@ -108,6 +108,11 @@ impl ServeError {
     }
 }
 
+/// The health name a liveness probe asks: SERVING while the process serves, whatever Redis
+/// does (a restart would not bring Redis back, only drop every client); NOT_SERVING once it
+/// drains.
+pub const LIVENESS: &str = "liveness";
+
 /// The gRPC services this build registers; health reports each of them.
 const SERVICES: &[&str] = &[
     KeyValueServer::<KeyValueService>::NAME,
@@ -396,6 +401,7 @@ async fn serve_all(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
     health.set_all(ServingStatus::NotServing).await;
+    health.set_liveness(ServingStatus::Serving).await;
 
     let mut others = Vec::new();
     for index in 1..config.runtime_count() {
@@ -643,6 +649,7 @@ impl<H: HealthApi> Worker<H> {
             async move {
                 shutdown.cancelled().await;
                 health.set_all(ServingStatus::NotServing).await;
+                health.set_liveness(ServingStatus::NotServing).await;
                 health.end_watches().await;
             }
         };
@@ -695,11 +702,18 @@ impl Health {
     async fn end_watches(&self) {
         let mut reporter = self.reporter.clone();
         reporter.clear_service_status("").await;
+        reporter.clear_service_status(LIVENESS).await;
         for service in SERVICES {
             reporter.clear_service_status(service).await;
         }
     }
 
+    /// The process's own status, for liveness probes.
+    async fn set_liveness(&self, status: ServingStatus) {
+        self.reporter.set_service_status(LIVENESS, status).await;
+    }
+
+    /// The overall status and every service's: whether calls can be served (Redis).
     async fn set_all(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
         for service in SERVICES {

@@ -519,15 +519,20 @@ fn the_chart_probes_use_grpc_on_the_grpc_port() {
         "readinessProbe is not the gRPC probe of service \"\" on grpcPort"
     );
     assert!(deployment.contains("{{- if .Values.tls.enabled }}"));
-    // Liveness checks the same port: the gRPC probe, or (the default, since health is
-    // NOT_SERVING while Redis is down) that the port accepts connections.
+    // Liveness checks the same port: by default the gRPC probe of the health name that stays
+    // SERVING while Redis is down (so an outage restarts nothing), or that the port accepts
+    // connections.
     let values = read("helm/redis-gateway/values.yaml");
     let liveness = entry(&block_at(&values, &["probes", "liveness"]), "type");
-    assert!(
-        ["tcpSocket", "grpc"].contains(&liveness.as_str()),
-        "{liveness}"
+    assert_eq!(liveness, "grpc");
+    let liveness_probe = format!(
+        "          livenessProbe:\n            grpc:\n              port: {{{{ .Values.grpcPort }}}}\n              service: {}\n",
+        redis_gateway::server::LIVENESS
     );
-    assert!(deployment.contains(&format!("          livenessProbe:\n{grpc_probe}")));
+    assert!(
+        deployment.contains(&liveness_probe),
+        "livenessProbe is not the gRPC probe of the liveness health name"
+    );
     assert!(
         deployment.contains(
             "          livenessProbe:\n            tcpSocket:\n              port: grpc\n"

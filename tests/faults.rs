@@ -73,6 +73,11 @@ async fn redis_outage_gives_unavailable_within_the_deadline_and_recovers_by_itse
         gateway.health_status(KEYVALUE_SERVICE).await,
         ServingStatus::NotServing
     );
+    // The process itself is fine: a liveness probe must not restart it for Redis' outage.
+    assert_eq!(
+        gateway.health_status(redis_gateway::server::LIVENESS).await,
+        ServingStatus::Serving
+    );
 
     redis.restart();
     gateway
