@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::requests::{get, set};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -58,21 +59,6 @@ fn as_client<T>(token: &str, message: T) -> Request<T> {
         format!("Bearer {token}").parse().expect("header value"),
     );
     request
-}
-
-fn set(key: &str, value: &str) -> pb::KeyValueSetRequest {
-    pb::KeyValueSetRequest {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        ..Default::default()
-    }
-}
-
-fn get(key: &str) -> pb::KeyValueGetRequest {
-    pb::KeyValueGetRequest {
-        key: key.to_owned(),
-        ..Default::default()
-    }
 }
 
 struct Setup {

@@ -5,23 +5,15 @@
 
 mod common;
 
+use common::requests::set;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::cluster::RedisCluster;
 use common::{Gateway, duration, unique_key, with_deadline};
 use redis_gateway::pb;
 use redis_gateway::pb::lock_client::LockClient;
-
-fn set(key: &str, value: &str) -> pb::KeyValueSetRequest {
-    pb::KeyValueSetRequest {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        ..Default::default()
-    }
-}
 
 /// A key, `{tag}…`, whose slot the primary `index` serves.
 fn key_on(cluster: &RedisCluster, index: usize, label: &str) -> String {

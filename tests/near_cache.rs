@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::requests::set;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,14 +34,6 @@ fn cached_get(key: &str) -> pb::KeyValueGetRequest {
     pb::KeyValueGetRequest {
         key: key.to_owned(),
         near_cache: true,
-        ..Default::default()
-    }
-}
-
-fn set(key: &str, value: &str) -> pb::KeyValueSetRequest {
-    pb::KeyValueSetRequest {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
         ..Default::default()
     }
 }

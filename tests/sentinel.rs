@@ -3,28 +3,12 @@
 
 mod common;
 
+use common::requests::{get, set};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::sentinel::RedisSentinels;
 use common::{Gateway, unique_key, with_deadline};
-use redis_gateway::pb;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-fn set(key: &str, value: &str) -> pb::KeyValueSetRequest {
-    pb::KeyValueSetRequest {
-        key: key.to_owned(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        ..Default::default()
-    }
-}
-
-fn get(key: &str) -> pb::KeyValueGetRequest {
-    pb::KeyValueGetRequest {
-        key: key.to_owned(),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_through_the_primary_the_sentinels_name() {

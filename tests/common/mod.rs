@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod locks;
 pub mod process;
 pub mod programs;
+pub mod requests;
 pub mod sentinel;
 pub mod tls;
 
